@@ -1,0 +1,324 @@
+"""The run format: the one module that writes and reads run folders (see docs/run-format.md).
+
+A run is a folder `<runs-dir>/<run-id>/` of plain files:
+    config.json                         everything that rebuilds the model and repeats the run
+    metrics.csv                         one row per finished epoch
+    steps.csv                           training loss every N steps
+    status.json                         running / completed / failed / interrupted / imported
+    checkpoints/epoch_NNN.safetensors   weights after each epoch
+    checkpoints/optimizer.safetensors   optimizer state after the last finished epoch (for --resume)
+    predictions/epoch_NNN.npz           val/test logits and per-training-example dynamics
+    cache/                              slow analysis results, one file per key (written by analysis)
+Every file is written atomically (temporary name, then rename).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from model.net import Net, NetConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FORMAT_VERSION = 1
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                  "lr", "epoch_seconds"]
+STEP_COLUMNS = ["step", "epoch", "loss"]
+STATES = ("running", "completed", "failed", "interrupted", "imported")
+STALE_SECONDS = 120  # a "running" run whose heartbeat is older than this and whose process is gone
+
+
+class RunError(Exception):
+    """A run file is missing or corrupt; `path` names the file."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+def default_runs_dir() -> Path:
+    """$DIGIT_LENS_RUNS, else `runs/` at the repository root."""
+    return Path(os.environ.get("DIGIT_LENS_RUNS") or REPO_ROOT / "runs")
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write data to path so that a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+
+
+def atomic_write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- paths
+
+def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
+
+
+def predictions_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / "predictions" / f"epoch_{epoch:03d}.npz"
+
+
+def _epochs_in(folder: Path, suffix: str) -> list[int]:
+    out = []
+    for p in folder.glob(f"epoch_*{suffix}"):
+        try:
+            out.append(int(p.name[len("epoch_"):-len(suffix)]))
+        except ValueError:
+            pass
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------- writing
+
+class RunWriter:
+    """Writes one run folder, epoch by epoch. Used by the trainer and the checkpoint importer."""
+
+    def __init__(self, run_dir: Path, config: dict, resume: bool = False):
+        self.dir = Path(run_dir)
+        if resume:
+            self.config = load_config(self.dir)
+            self.metrics = load_metrics(self.dir).to_dict("records") if (self.dir / "metrics.csv").exists() else []
+            self.steps = load_steps(self.dir).to_dict("records")
+        else:
+            if self.dir.exists() and any(self.dir.iterdir()):
+                raise RunError(self.dir, "run folder exists already; pick another --name or use --resume")
+            self.config = config
+            self.metrics, self.steps = [], []
+            atomic_write_json(self.dir / "config.json", config)
+        self.last_beat = 0.0
+
+    def set_status(self, state: str, last_epoch: int | None = None, **extra) -> None:
+        assert state in STATES, state
+        if last_epoch is None:
+            last_epoch = int(self.metrics[-1]["epoch"]) if self.metrics else 0
+        atomic_write_json(self.dir / "status.json", {
+            "state": state, "last_epoch": last_epoch, "heartbeat": time.time(), "pid": os.getpid(), **extra})
+        self.last_beat = time.time()
+
+    def heartbeat(self, every: float = 5.0, **extra) -> None:
+        """Refresh status.json's heartbeat while running, at most every `every` seconds."""
+        if time.time() - self.last_beat >= every:
+            self.set_status("running", **extra)
+
+    def add_steps(self, rows: list[dict]) -> None:
+        self.steps.extend(rows)
+        atomic_write_csv(self.dir / "steps.csv", self.steps, STEP_COLUMNS)
+
+    def write_epoch(self, epoch: int, metrics: dict, state_dict: dict[str, torch.Tensor],
+                    predictions: dict[str, np.ndarray], optimizer_state: dict[str, torch.Tensor] | None = None) -> None:
+        """Save one finished epoch: checkpoint, predictions, then the metrics row (the commit point)."""
+        atomic_save_safetensors(checkpoint_path(self.dir, epoch), state_dict, {"epoch": str(epoch)})
+        atomic_save_npz(predictions_path(self.dir, epoch), **predictions)
+        if optimizer_state is not None:
+            atomic_save_safetensors(self.dir / "checkpoints" / "optimizer.safetensors", optimizer_state,
+                                    {"epoch": str(epoch)})
+        self.metrics = [m for m in self.metrics if int(m["epoch"]) < epoch] + [{"epoch": epoch, **metrics}]
+        atomic_write_csv(self.dir / "metrics.csv", self.metrics, METRIC_COLUMNS)
+
+
+def new_run_id(runs_dir: Path, name: str) -> str:
+    """`<YYYYMMDD-HHMMSS>-<name>`, with a numeric suffix if that folder exists already."""
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    run_id, n = base, 1
+    while (Path(runs_dir) / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+# ----------------------------------------------------------------------------- reading
+
+@dataclass
+class RunInfo:
+    """A run as listed: its folder, id, state and how far it got."""
+    path: Path
+    run_id: str
+    name: str
+    state: str
+    last_epoch: int
+    started_at: str
+    config: dict
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise RunError(path, "missing")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(path, f"not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise RunError(path, "expected a JSON object")
+    return obj
+
+
+def load_config(run_dir: Path | str) -> dict:
+    return _read_json(Path(run_dir) / "config.json")
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def load_status(run_dir: Path | str) -> dict:
+    """status.json, with a dead "running" run (stale heartbeat, process gone) reported as interrupted."""
+    status = _read_json(Path(run_dir) / "status.json")
+    if status.get("state") not in STATES:
+        raise RunError(Path(run_dir) / "status.json", f"unknown state {status.get('state')!r}")
+    if status["state"] == "running" and time.time() - float(status.get("heartbeat", 0)) > STALE_SECONDS \
+            and not _pid_alive(status.get("pid")):
+        status = {**status, "state": "interrupted", "stale": True}
+    return status
+
+
+def load_metrics(run_dir: Path | str) -> pd.DataFrame:
+    """metrics.csv as a DataFrame, one row per finished epoch, sorted by epoch."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise RunError(path, "missing")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise RunError(path, f"not a readable CSV ({e})") from e
+    missing = [c for c in ("epoch", "train_loss", "val_loss") if c not in df.columns]
+    if missing:
+        raise RunError(path, f"missing columns {missing}")
+    try:
+        df["epoch"] = df["epoch"].astype(int)
+    except (ValueError, TypeError) as e:
+        raise RunError(path, f"bad epoch column ({e})") from e
+    return df.sort_values("epoch").reset_index(drop=True)
+
+
+def load_steps(run_dir: Path | str) -> pd.DataFrame:
+    """steps.csv (step, epoch, loss); an empty frame if the run has none."""
+    path = Path(run_dir) / "steps.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=STEP_COLUMNS)
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise RunError(path, f"not a readable CSV ({e})") from e
+
+
+def checkpoint_epochs(run_dir: Path | str) -> list[int]:
+    return _epochs_in(Path(run_dir) / "checkpoints", ".safetensors")
+
+
+def prediction_epochs(run_dir: Path | str) -> list[int]:
+    return _epochs_in(Path(run_dir) / "predictions", ".npz")
+
+
+def load_predictions(run_dir: Path | str, epoch: int) -> dict[str, np.ndarray]:
+    """predictions/epoch_NNN.npz as a dict of arrays (see docs/run-format.md for the keys)."""
+    path = predictions_path(Path(run_dir), epoch)
+    if not path.exists():
+        raise RunError(path, "missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise RunError(path, f"corrupt predictions file ({e})") from e
+    except Exception as e:  # zipfile.BadZipFile and friends
+        raise RunError(path, f"corrupt predictions file ({type(e).__name__}: {e})") from e
+
+
+def model_config(run_dir: Path | str) -> NetConfig:
+    cfg = load_config(run_dir)
+    return NetConfig.from_dict(cfg.get("model", {}))
+
+
+def load_state_dict(run_dir: Path | str, epoch: int) -> dict[str, torch.Tensor]:
+    path = checkpoint_path(Path(run_dir), epoch)
+    if not path.exists():
+        raise RunError(path, "missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(path, f"corrupt checkpoint ({e})") from e
+    except Exception as e:  # safetensors raises its own errors for garbage headers
+        raise RunError(path, f"corrupt checkpoint ({type(e).__name__}: {e})") from e
+
+
+def load_model(run_dir: Path | str, epoch: int | None = None) -> Net:
+    """The model of a run at an epoch (default: the last checkpoint), in eval mode on the CPU."""
+    run_dir = Path(run_dir)
+    if epoch is None:
+        epochs = checkpoint_epochs(run_dir)
+        if not epochs:
+            raise RunError(run_dir / "checkpoints", "no checkpoints")
+        epoch = epochs[-1]
+    net = Net(model_config(run_dir))
+    state = load_state_dict(run_dir, epoch)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(checkpoint_path(run_dir, epoch), f"weights do not fit the config ({str(e)[:200]})") from e
+    return net.eval()
+
+
+def list_runs(runs_dir: Path | str | None = None) -> list[RunInfo]:
+    """All runs under runs_dir, newest first. Folders without a readable config.json are skipped."""
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for d in runs_dir.iterdir():
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        try:
+            cfg = load_config(d)
+        except RunError:
+            continue
+        try:
+            status = load_status(d)
+        except RunError:
+            status = {"state": "failed", "last_epoch": 0}
+        out.append(RunInfo(d, d.name, cfg.get("name", d.name), status["state"], int(status.get("last_epoch", 0)),
+                           str(cfg.get("started_at", "")), cfg))
+    return sorted(out, key=lambda r: (r.started_at, r.run_id), reverse=True)

@@ -1,0 +1,311 @@
+"""Train the seed CNN (or a variant) on MNIST and save a complete run (see docs/run-format.md).
+
+    python -m model.train --preset quick          # a few minutes on a CPU
+    python -m model.train --preset seed           # the seed notebook's protocol, 10 epochs
+    python -m model.train --resume RUN            # continue a run from its last finished epoch
+
+The math is the seed's: SGD lr 0.01, batch 64, cross-entropy, shuffled every epoch. Unlike the seed,
+the data is held as one uint8 tensor in memory and sliced per batch (no per-sample ToTensor).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data.mnist import DataError, MnistSplits, default_root, load_mnist, source_info
+from model import runs
+from model.net import VARIANTS, Net, NetConfig, to_input
+
+DEFAULTS = dict(epochs=10, lr=0.01, batch_size=64, optimizer="sgd", momentum=0.0, seed=1, subset=0,
+                eval_subset=0, variant="seed", split="classic", log_every=50)
+PRESETS = {
+    "seed": dict(split="seed"),  # the seed notebook: all 60k for training, the test set for validation
+    "quick": dict(epochs=4, subset=20000),  # a real run in about two minutes on a 2-core CPU
+}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: Net, name: str, lr: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Flatten an optimizer's per-parameter state into named tensors (safetensors holds only tensors)."""
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            out[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                generator: torch.Generator, device: torch.device, desc: str, log_every: int,
+                on_step=None) -> dict:
+    """One shuffled pass over (x uint8 (N,28,28), y (N,)).
+
+    Returns:
+        loss and accuracy of the pass, the loss every `log_every` steps, and for every example the
+        probability of its true class and whether it was right, as seen in its batch.
+    """
+    model.train()
+    n = len(x)
+    perm = torch.randperm(n, generator=generator)
+    true_prob = torch.zeros(n, dtype=torch.float32)
+    correct = torch.zeros(n, dtype=torch.bool)
+    total_loss, steps, window = 0.0, [], []
+    bar = tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, mininterval=1.0, file=sys.stderr)
+    for step, start in enumerate(bar, 1):
+        idx = perm[start:start + batch_size]
+        xb = to_input(x[idx]).to(device)           # (B,1,28,28)
+        yb = y[idx].to(device)                       # (B,)
+        logits = model(xb)                           # (B,10)
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            p = logits.softmax(1)
+            true_prob[idx] = p.gather(1, yb[:, None])[:, 0].float().cpu()
+            correct[idx] = (p.argmax(1) == yb).cpu()
+        total_loss += loss.item() * len(idx)
+        window.append(loss.item())
+        if step % log_every == 0:
+            steps.append({"step": step, "loss": float(np.mean(window))})
+            window = []
+            bar.set_postfix(loss=f"{steps[-1]['loss']:.4f}")
+            if on_step:
+                on_step()
+    return {"loss": total_loss / n, "acc": correct.float().mean().item(), "steps": steps,
+            "true_prob": true_prob, "correct": correct}
+
+
+@torch.no_grad()
+def evaluate(model: Net, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 1000) -> dict:
+    """Loss, accuracy and logits (N,10) of the model on uint8 images x (N,28,28)."""
+    model.eval()
+    logits = torch.cat([model(to_input(x[i:i + batch_size]).to(device)).cpu() for i in range(0, len(x), batch_size)])
+    return {"loss": F.cross_entropy(logits, y).item(), "acc": (logits.argmax(1) == y).float().mean().item(),
+            "logits": logits}
+
+
+def select_data(data: MnistSplits, subset: int, eval_subset: int):
+    """The (possibly shortened) splits plus each example's index in its official file."""
+    n_tr = subset or len(data.train_x)
+    n_ev = eval_subset or len(data.val_x)
+    n_te = eval_subset or len(data.test_x)
+    val_offset = 50000 if data.split == "classic" else 0
+    return dict(
+        train=(data.train_x[:n_tr], data.train_y[:n_tr], np.arange(n_tr)),
+        val=(data.val_x[:n_ev], data.val_y[:n_ev], val_offset + np.arange(min(n_ev, len(data.val_x)))),
+        test=(data.test_x[:n_te], data.test_y[:n_te], np.arange(min(n_te, len(data.test_x)))),
+    )
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=runs.REPO_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_config(args: argparse.Namespace, run_id: str, device: torch.device, data_root: Path) -> dict:
+    import torchvision
+    return {
+        "format_version": runs.FORMAT_VERSION,
+        "run_id": run_id,
+        "name": args.name or args.preset or args.variant,
+        "preset": args.preset,
+        "variant": args.variant,
+        "model": VARIANTS[args.variant].to_dict(),
+        "train": {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "optimizer", "momentum", "seed",
+                                                "subset", "eval_subset", "log_every")},
+        "data": {"split": args.split, "root": str(data_root), "source": source_info(data_root).get("source"),
+                 "val_source": "train[50000:]" if args.split == "classic" else "test"},
+        "device": str(device),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "numpy": np.__version__},
+        "git_commit": git_commit(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv),
+    }
+
+
+def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_epoch: int = 1,
+        dry_run: bool = False) -> None:
+    """Train epochs start_epoch..config.train.epochs, writing each finished epoch to the run."""
+    cfg, t = writer.config, writer.config["train"]
+    sel = select_data(data, t["subset"], t["eval_subset"])
+    (tx, ty, ti), (vx, vy, vi), (sx, sy, si) = sel["train"], sel["val"], sel["test"]
+    if dry_run:
+        t = {**t, "epochs": 1}
+        tx, ty, ti = tx[:2 * t["batch_size"]], ty[:2 * t["batch_size"]], ti[:2 * t["batch_size"]]
+        vx, vy, vi, sx, sy, si = vx[:100], vy[:100], vi[:100], sx[:100], sy[:100], si[:100]
+
+    torch.manual_seed(t["seed"])
+    model = Net(NetConfig.from_dict(cfg["model"]))
+    opt = make_optimizer(model, t["optimizer"], t["lr"], t["momentum"])
+    if start_epoch > 1:
+        model.load_state_dict(runs.load_state_dict(writer.dir, start_epoch - 1))
+        opt_path = writer.dir / "checkpoints" / "optimizer.safetensors"
+        if opt_path.exists():
+            from safetensors.torch import load_file
+            load_optimizer_tensors(opt, load_file(str(opt_path)))
+    model.to(device)
+    print(f"[train] {writer.dir.name}: {len(tx)} train / {len(vx)} val / {len(sx)} test examples, "
+          f"{t['optimizer']} lr {t['lr']} batch {t['batch_size']}, epochs {start_epoch}..{t['epochs']} on {device}")
+
+    for epoch in range(start_epoch, t["epochs"] + 1):
+        t0 = time.time()
+        torch.manual_seed(t["seed"] * 1000 + epoch)          # dropout noise: same per epoch on resume
+        gen = torch.Generator().manual_seed(t["seed"] * 1000 + epoch)  # shuffle order: same on resume
+        writer.set_status("running", last_epoch=epoch - 1, epoch_in_progress=epoch)
+        tr = train_epoch(model, opt, tx, ty, t["batch_size"], gen, device, f"epoch {epoch}/{t['epochs']}",
+                         t["log_every"], on_step=lambda: writer.heartbeat(epoch_in_progress=epoch))
+        va, te = evaluate(model, vx, vy, device), evaluate(model, sx, sy, device)
+        row = {"train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"], "val_acc": va["acc"],
+               "test_loss": te["loss"], "test_acc": te["acc"], "lr": opt.param_groups[0]["lr"],
+               "epoch_seconds": round(time.time() - t0, 3)}
+        steps_per_epoch = -(-len(tx) // t["batch_size"])
+        writer.add_steps([{"step": (epoch - 1) * steps_per_epoch + s["step"], "epoch": epoch, "loss": s["loss"]}
+                          for s in tr["steps"]])
+        preds = {
+            "val_logits": va["logits"].numpy().astype(np.float16), "val_labels": vy.numpy().astype(np.uint8),
+            "val_index": vi.astype(np.int32),
+            "test_logits": te["logits"].numpy().astype(np.float16), "test_labels": sy.numpy().astype(np.uint8),
+            "test_index": si.astype(np.int32),
+            "train_true_prob": tr["true_prob"].numpy().astype(np.float16), "train_correct": tr["correct"].numpy(),
+            "train_labels": ty.numpy().astype(np.uint8), "train_index": ti.astype(np.int32),
+        }
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        writer.write_epoch(epoch, row, state, preds, optimizer_tensors(opt))
+        writer.set_status("running", last_epoch=epoch)
+        print(f"[train] epoch {epoch:3d}  train loss {tr['loss']:.4f} acc {tr['acc']:.2%}  "
+              f"val loss {va['loss']:.4f} acc {va['acc']:.2%}  test acc {te['acc']:.2%}  "
+              f"({row['epoch_seconds']:.1f}s)", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = DEFAULTS
+    p = argparse.ArgumentParser(description="Train the seed MNIST CNN and save a run folder.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help=f"a named set of defaults that flags override: {PRESETS}")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default: {d['epochs']})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {d['lr']})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"batch size (default: {d['batch_size']})")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help=f"(default: {d['optimizer']})")
+    p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default: {d['momentum']})")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed (default: {d['seed']})")
+    p.add_argument("--subset", type=int, default=None,
+                   help=f"train on the first N training examples, 0 = all (default: {d['subset']})")
+    p.add_argument("--eval-subset", type=int, default=None,
+                   help=f"evaluate on the first N val/test examples, 0 = all (default: {d['eval_subset']})")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                   help=f"architecture variant (default: {d['variant']})")
+    p.add_argument("--split", choices=["classic", "seed"], default=None,
+                   help="classic: 50k train / 10k val / 10k test; seed: 60k train, validate on the test set "
+                        f"(default: {d['split']})")
+    p.add_argument("--log-every", type=int, default=None, help=f"steps per steps.csv row (default: {d['log_every']})")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--runs-dir", default=None, help="where runs are saved (default: $DIGIT_LENS_RUNS or runs/)")
+    p.add_argument("--data-root", default=None, help="MNIST root (default: $DIGIT_LENS_DATA or .data/)")
+    p.add_argument("--name", default=None, help="run name (default: the preset or variant)")
+    p.add_argument("--resume", default=None, metavar="RUN", help="run id or folder to continue")
+    p.add_argument("--dry-run", action="store_true", help="two batches, nothing kept: a smoke test")
+    args = p.parse_args(argv)
+    preset = PRESETS.get(args.preset, {})
+    for key, default in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, default))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    runs_dir = Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir()
+    data_root = Path(args.data_root) if args.data_root else default_root()
+    tmp = None
+    if args.resume:
+        run_dir = Path(args.resume) if Path(args.resume).is_dir() else runs_dir / args.resume
+        try:
+            writer = runs.RunWriter(run_dir, {}, resume=True)
+        except runs.RunError as e:
+            print(f"error: cannot resume: {e}", file=sys.stderr)
+            return 1
+        if "--epochs" in " ".join(argv if argv is not None else sys.argv):
+            writer.config["train"]["epochs"] = args.epochs
+            runs.atomic_write_json(run_dir / "config.json", writer.config)
+        start = int(writer.metrics[-1]["epoch"]) + 1 if writer.metrics else 1
+        split = writer.config["data"]["split"]
+    else:
+        if args.dry_run:
+            tmp = tempfile.TemporaryDirectory()
+            runs_dir = Path(tmp.name)
+        run_id = runs.new_run_id(runs_dir, args.name or args.preset or args.variant)
+        run_dir = runs_dir / run_id
+        writer = runs.RunWriter(run_dir, build_config(args, run_id, device, data_root))
+        start, split = 1, args.split
+    try:
+        data = load_mnist(data_root, split)
+    except DataError as e:
+        writer.set_status("failed", error=str(e))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        fit(writer, data, device, start, dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        writer.set_status("interrupted")
+        print(f"[train] interrupted; finished epochs are kept in {run_dir}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        writer.set_status("failed", error=f"{type(e).__name__}: {e}")
+        raise
+    writer.set_status("completed")
+    print(f"[train] run saved to {run_dir}" if not args.dry_run else "[train] dry run ok")
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
