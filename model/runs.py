@@ -35,7 +35,7 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "te
                   "lr", "epoch_seconds"]
 STEP_COLUMNS = ["step", "epoch", "loss"]
 STATES = ("running", "completed", "failed", "interrupted", "imported")
-STALE_SECONDS = 120  # a "running" run whose heartbeat is older than this and whose process is gone
+STALE_SECONDS = 600  # a "running" run whose process is gone, or silent this long, was interrupted
 
 
 class RunError(Exception):
@@ -210,8 +210,8 @@ def load_status(run_dir: Path | str) -> dict:
     status = _read_json(Path(run_dir) / "status.json")
     if status.get("state") not in STATES:
         raise RunError(Path(run_dir) / "status.json", f"unknown state {status.get('state')!r}")
-    if status["state"] == "running" and time.time() - float(status.get("heartbeat", 0)) > STALE_SECONDS \
-            and not _pid_alive(status.get("pid")):
+    if status["state"] == "running" and (not _pid_alive(status.get("pid"))
+                                         or time.time() - float(status.get("heartbeat", 0)) > STALE_SECONDS):
         status = {**status, "state": "interrupted", "stale": True}
     return status
 

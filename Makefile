@@ -1,0 +1,42 @@
+# digit-lens: two commands for a newcomer.
+#   make run    set everything up, get MNIST, train a quick run if there is none, open the dashboard
+#   make test   set everything up and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RUNS   ?= $(or $(DIGIT_LENS_RUNS),runs)
+PORT   ?= 8501
+
+.PHONY: setup data run train-quick test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+data: setup
+	$(PY) -m data.mnist
+
+train-quick: data
+	@if [ -z "$$(ls -A $(RUNS) 2>/dev/null)" ]; then \
+		echo "No runs in $(RUNS) yet: training a quick run (about 2 minutes on a CPU)."; \
+		$(PY) -m model.train --preset quick --runs-dir $(RUNS); \
+	fi
+
+run: train-quick
+	$(VENV)/bin/streamlit run dashboard/app.py --server.port $(PORT)
+
+test: data
+	$(PY) -m pytest -q
+
+bench: data
+	$(PY) bench/train_throughput.py
+	$(PY) bench/analysis_speed.py
+	$(PY) bench/attribution_speed.py
+	$(PY) bench/draw_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache artifacts

@@ -1,0 +1,180 @@
+"""model.train and model.runs: the trainer writes complete, atomic, resumable runs that read back."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data.mnist import load_mnist
+from model import import_checkpoint, runs, train
+from model.net import Net, to_input
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--subset", "256", "--eval-subset", "200", "--seed", "3", "--log-every", "2"]
+
+
+def test_fixture_run_is_complete(fixture_run):
+    cfg = runs.load_config(fixture_run)
+    assert cfg["model"]["fc1_units"] == 4608 and cfg["train"]["lr"] == 0.01 and cfg["train"]["batch_size"] == 64
+    assert cfg["data"]["split"] == "classic" and cfg["versions"]["torch"] == torch.__version__
+    m = runs.load_metrics(fixture_run)
+    assert list(m["epoch"]) == [1, 2, 3]
+    assert set(runs.METRIC_COLUMNS) <= set(m.columns)
+    assert runs.checkpoint_epochs(fixture_run) == [1, 2, 3] == runs.prediction_epochs(fixture_run)
+    assert runs.load_status(fixture_run)["state"] == "completed"
+    steps = runs.load_steps(fixture_run)
+    assert len(steps) > 3 and steps["step"].is_monotonic_increasing
+    p = runs.load_predictions(fixture_run, 3)
+    assert p["val_logits"].shape == (500, 10) and p["test_logits"].shape == (500, 10)
+    assert p["train_true_prob"].shape == (1000,) and p["train_correct"].dtype == bool
+    assert p["val_index"][0] == 50000  # classic split: validation is official train[50000:]
+
+
+def test_saved_logits_and_metrics_match_a_fresh_evaluation(fixture_run, mnist_root):
+    """Reference: re-run the epoch-2 checkpoint over the val images and compare with what was saved."""
+    data = load_mnist(mnist_root)
+    model = runs.load_model(fixture_run, 2)
+    with torch.no_grad():
+        logits = model(to_input(data.val_x[:500]))
+    saved = runs.load_predictions(fixture_run, 2)
+    assert np.allclose(saved["val_logits"].astype(np.float32), logits.numpy(), atol=2e-2)
+    assert np.array_equal(saved["val_labels"], data.val_y[:500].numpy())
+    val_acc = (logits.argmax(1) == data.val_y[:500]).float().mean().item()
+    assert runs.load_metrics(fixture_run).set_index("epoch").loc[2, "val_acc"] == pytest.approx(val_acc)
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path, mnist_root):
+    for name in ("a", "b"):
+        assert train.main(TINY + ["--epochs", "1", "--runs-dir", str(tmp_path), "--name", name]) == 0
+    a, b = sorted(tmp_path.iterdir())
+    wa, wb = load_file(str(runs.checkpoint_path(a, 1))), load_file(str(runs.checkpoint_path(b, 1)))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    pd.testing.assert_frame_equal(runs.load_metrics(a).drop(columns="epoch_seconds"),
+                                  runs.load_metrics(b).drop(columns="epoch_seconds"))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_continues_exactly(tmp_path, mnist_root, optimizer):
+    """Two epochs in one go equal one epoch, then --resume for the second (optimizer state included)."""
+    opts = TINY + ["--optimizer", optimizer, "--lr", "0.001" if optimizer == "adam" else "0.05", "--runs-dir",
+                   str(tmp_path)]
+    assert train.main(opts + ["--epochs", "2", "--name", "whole"]) == 0
+    assert train.main(opts + ["--epochs", "1", "--name", "split"]) == 0
+    whole, split = sorted(tmp_path.iterdir(), key=lambda p: p.name.endswith("split"))
+    assert train.main(["--resume", str(split), "--epochs", "2"]) == 0
+    a, b = load_file(str(runs.checkpoint_path(whole, 2))), load_file(str(runs.checkpoint_path(split, 2)))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert list(runs.load_metrics(split)["epoch"]) == [1, 2]
+
+
+def test_sigterm_leaves_an_interrupted_run_with_finished_epochs(tmp_path, mnist_root):
+    cmd = [sys.executable, "-m", "model.train", "--subset", "640", "--eval-subset", "100", "--epochs", "50",
+           "--runs-dir", str(tmp_path), "--name", "stopme"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            found = list(tmp_path.glob("*/predictions/epoch_002.npz"))
+            if found:
+                break
+            time.sleep(0.2)
+        assert found, "training never finished epoch 2"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    run_dir = found[0].parent.parent
+    status = runs.load_status(run_dir)
+    assert status["state"] == "interrupted"
+    done = list(runs.load_metrics(run_dir)["epoch"])
+    assert done == list(range(1, len(done) + 1)) and status["last_epoch"] == done[-1]
+    for e in done:  # every finished epoch is intact
+        runs.load_model(run_dir, e)
+        runs.load_predictions(run_dir, e)
+    assert not list(run_dir.rglob(".*.tmp-*"))
+
+
+def test_killed_process_is_reported_interrupted(tmp_path):
+    w = runs.RunWriter(tmp_path / "r", {"name": "r"})
+    w.set_status("running")
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    status["pid"] = 2 ** 22 + 12345  # no such process
+    (tmp_path / "r" / "status.json").write_text(json.dumps(status))
+    assert runs.load_status(tmp_path / "r")["state"] == "interrupted"
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda r: runs.checkpoint_path(r, 3).write_bytes(b"\x00garbage"), "epoch_003.safetensors"),
+    (lambda r: runs.predictions_path(r, 3).write_bytes(runs.predictions_path(r, 3).read_bytes()[:100]),
+     "epoch_003.npz"),
+    (lambda r: (r / "config.json").write_text("{not json"), "config.json"),
+    (lambda r: (r / "metrics.csv").write_text("a,b\n1,2\n"), "metrics.csv"),
+    (lambda r: os.remove(runs.checkpoint_path(r, 3)), "epoch_003.safetensors: missing"),
+])
+def test_corrupt_or_missing_files_raise_runerror_naming_the_file(copy_run, damage, match):
+    run = copy_run()
+    damage(run)
+    with pytest.raises(runs.RunError, match=match):
+        runs.load_model(run, 3)
+        runs.load_predictions(run, 3)
+        runs.load_metrics(run)
+
+
+def test_list_runs_newest_first_and_skips_junk(runs_dir, tmp_path):
+    (runs_dir / "not-a-run").mkdir(exist_ok=True)
+    listed = runs.list_runs(runs_dir)
+    assert [r.name for r in listed] == ["fixture"] and listed[0].state == "completed"
+    assert runs.list_runs(tmp_path / "missing") == []
+
+
+def test_writer_refuses_to_overwrite_a_run(fixture_run):
+    with pytest.raises(runs.RunError, match="exists already"):
+        runs.RunWriter(fixture_run, {"name": "x"})
+
+
+def test_dry_run_keeps_nothing(tmp_path, mnist_root):
+    assert train.main(["--dry-run", "--runs-dir", str(tmp_path)]) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_shows_every_default():
+    out = subprocess.run([sys.executable, "-m", "model.train", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60).stdout
+    for flag in ("--epochs", "--lr", "--batch-size", "--optimizer", "--momentum", "--seed", "--subset", "--variant",
+                 "--preset", "--device", "--runs-dir", "--name", "--resume", "--dry-run"):
+        assert flag in out
+    assert "(default: 0.01)" in out and "(default: 64)" in out
+
+
+def test_import_seed_checkpoint(tmp_path, mnist_root):
+    torch.manual_seed(0)
+    net = Net().eval()
+    torch.save(net.state_dict(), tmp_path / "seed.pth")
+    assert import_checkpoint.main([str(tmp_path / "seed.pth"), "--name", "nb", "--runs-dir", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert runs.load_status(run)["state"] == "imported"
+    loaded = runs.load_model(run, 1)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
+    assert runs.load_predictions(run, 1)["test_logits"].shape == (10000, 10)
+
+
+def test_import_refuses_pickled_objects_and_wrong_shapes(tmp_path):
+    torch.save(Net(), tmp_path / "whole_model.pth")  # a pickled module, not a state_dict
+    with pytest.raises(import_checkpoint.CheckpointImportError, match="refused"):
+        import_checkpoint.read_state_dict(tmp_path / "whole_model.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert import_checkpoint.main([str(tmp_path / "junk.pth"), "--runs-dir", str(tmp_path / "r")]) == 1
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "partial.pth")
+    with pytest.raises(import_checkpoint.CheckpointImportError, match="missing parameter"):
+        import_checkpoint.infer_config(import_checkpoint.read_state_dict(tmp_path / "partial.pth"))
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
