@@ -1,0 +1,5 @@
+"""Placeholder page: curves."""
+import streamlit as st
+
+st.title("curves")
+st.info("This page is being built.")
