@@ -192,13 +192,15 @@ _HOOK_DICT_NAMES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "
                     "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
 
-def private_copy(model: nn.Module) -> nn.Module:
-    """New module objects with no hooks that share the model's parameter and buffer tensors.
+def private_copy(model: nn.Module, share_weights: bool = True) -> nn.Module:
+    """New module objects without hooks; by default they share the model's parameter and buffer tensors.
 
-    Captum may hook and annotate the copy freely; the shared weights are only read. (Use
-    `copy.deepcopy` instead when the weights themselves will change, as in the sanity check.)
+    Captum may hook and annotate the copy freely; shared weights are only read. Pass
+    share_weights=False for a copy whose weights may be changed (the randomization test).
     """
-    memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    memo: dict[int, Any] = {}
+    if share_weights:
+        memo.update({id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
     for m in model.modules():  # hooks other code put on the shared model are not carried over
         for name in _HOOK_DICT_NAMES:
             d = getattr(m, name, None)

@@ -23,9 +23,10 @@ EPS_GRID = (0.05, 0.1, 0.2)   # robustness_by_class reports the share flipped at
 
 def _sign_of_gradient(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """sign(d CE(model(x), target) / d x), (B,1,28,28); summed loss, so each example has its own gradient."""
-    x = inputs.detach().clone().requires_grad_(True)
-    loss = F.cross_entropy(model(x), torch.as_tensor(target).long(), reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
+    with torch.enable_grad():                               # works inside a caller's torch.no_grad()
+        x = inputs.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(x), torch.as_tensor(target).long(), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
     return grad.sign()
 
 
@@ -46,21 +47,25 @@ def fgsm(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, epsilon: 
     return (inputs.detach() + eps * direction).clamp(0, 1)
 
 
-def _min_flip_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps_max: float,
-                    tol: float) -> np.ndarray:
-    """Bisection on FGSM's epsilon for every example at once: (B,) float64, NaN where eps_max does not flip.
+def _flip_test(model: nn.Module, x: torch.Tensor, labels: torch.Tensor):
+    """A function eps (B,) -> (B,) bool: does FGSM at eps move each prediction away from its label?
 
-    "Flipped" means the prediction is no longer the label; examples already misclassified get 0.
+    One gradient serves every epsilon: FGSM's direction does not depend on it.
     """
-    labels = torch.as_tensor(labels).long()
     direction = _sign_of_gradient(model, x, labels)
 
     def flipped(eps: np.ndarray) -> np.ndarray:
-        e = torch.as_tensor(eps, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        e = torch.tensor(np.broadcast_to(eps, (len(x),)), dtype=x.dtype).reshape(-1, 1, 1, 1)   # (B,1,1,1)
         with torch.no_grad():
             return (model((x + e * direction).clamp(0, 1)).argmax(1) != labels).numpy()
+    return flipped
 
-    n = len(x)
+
+def _bisect(flipped, n: int, eps_max: float, tol: float) -> np.ndarray:
+    """Bisection on epsilon for n examples at once: (n,) float64, NaN where eps_max does not flip.
+
+    Returns the upper end of each final bracket (an epsilon that flips); 0 where eps 0 flips already.
+    """
     lo, hi = np.zeros(n), np.full(n, float(eps_max))
     wrong_already = flipped(lo)
     never = ~flipped(hi)
@@ -69,7 +74,7 @@ def _min_flip_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps
         f = flipped(mid)
         hi = np.where(f, mid, hi)
         lo = np.where(f, lo, mid)
-    out = hi.copy()                  # the smallest epsilon found that does flip (within tol)
+    out = hi.copy()
     out[wrong_already] = 0.0
     out[never & ~wrong_already] = np.nan
     return out
@@ -91,7 +96,8 @@ def min_flip_epsilon(model: nn.Module, x: torch.Tensor, label: int, eps_max: flo
         An epsilon in (0, eps_max] that flips the prediction and lies within tol of the smallest
         one; 0.0 when the prediction is already not `label`; None when even eps_max does not flip.
     """
-    eps = _min_flip_batch(eval_model(model), x.reshape(1, 1, *x.shape[-2:]), torch.tensor([label]), eps_max, tol)[0]
+    x = x.reshape(1, 1, *x.shape[-2:])                       # (1,1,28,28)
+    eps = _bisect(_flip_test(eval_model(model), x, torch.tensor([label])), 1, eps_max, tol)[0]
     return None if np.isnan(eps) else float(eps)
 
 
@@ -114,25 +120,32 @@ def robustness_by_class(model: nn.Module, images: np.ndarray, labels: np.ndarray
     model = eval_model(model)
     labels = np.asarray(labels).astype(np.int64)
     rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    picks = [np.sort(rng.choice(np.flatnonzero(labels == c), size=min(n_per_class, int((labels == c).sum())),
+                                replace=False)) for c in classes]
+    idx = np.concatenate(picks)
+    x = to_input(torch.as_tensor(np.array(images[idx], dtype=np.uint8)))              # (n,1,28,28)
+    y = torch.as_tensor(labels[idx])
+    with torch.no_grad():
+        correct = (model(x).argmax(1) == y).numpy()
+    # one gradient and one bisection for all correct examples together, then grouped by class
+    eps = np.full(len(idx), np.nan)
+    at = {e: np.zeros(len(idx), bool) for e in eps_grid}
+    if correct.any():
+        flipped = _flip_test(model, x[correct], y[correct])
+        eps[correct] = _bisect(flipped, int(correct.sum()), eps_max, tol)
+        for e in eps_grid:
+            at[e][correct] = flipped(np.array(e))
     rows = []
-    for c in np.unique(labels):
-        pool = np.flatnonzero(labels == c)
-        idx = np.sort(rng.choice(pool, size=min(n_per_class, len(pool)), replace=False))
-        x = to_input(torch.as_tensor(np.array(images[idx], dtype=np.uint8)))        # (n,1,28,28)
-        y = torch.as_tensor(labels[idx])
-        with torch.no_grad():
-            correct = (model(x).argmax(1) == y).numpy()
-        row = {"class": int(c), "n": len(idx), "n_correct": int(correct.sum())}
-        if correct.any():
-            xc, yc = x[correct], y[correct]
-            eps = _min_flip_batch(model, xc, yc, eps_max, tol)
-            median = float(np.median(np.where(np.isnan(eps), np.inf, eps)))
+    for c in classes:
+        mine = labels[idx] == c
+        ok = mine & correct
+        row = {"class": int(c), "n": int(mine.sum()), "n_correct": int(ok.sum())}
+        if ok.any():
+            median = float(np.median(np.where(np.isnan(eps[ok]), np.inf, eps[ok])))
             row["median_eps"] = median if np.isfinite(median) else np.nan
-            row["never_flipped"] = float(np.isnan(eps).mean())
-            for e in eps_grid:
-                with torch.no_grad():
-                    pred = model(fgsm(model, xc, yc, e)).argmax(1)
-                row[f"flipped_at_{e:g}"] = float((pred != yc).float().mean())
+            row["never_flipped"] = float(np.isnan(eps[ok]).mean())
+            row.update({f"flipped_at_{e:g}": float(at[e][ok].mean()) for e in eps_grid})
         else:
             row.update({"median_eps": np.nan, "never_flipped": np.nan, **{f"flipped_at_{e:g}": np.nan for e in eps_grid}})
         rows.append(row)

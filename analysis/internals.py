@@ -221,7 +221,7 @@ def _objective(model: nn.Module, x: torch.Tensor, target: tuple[str, int]) -> to
     """The scalar to maximize: a class logit, or the mean pre-ReLU map of a conv channel / an fc1 unit."""
     kind, index = target
     if kind == "class":
-        return _stage(model, x, "logits")[0, index]
+        return model(x)[0, index]                            # any classifier: logits (1,C)
     if kind in UNIT_LAYERS:
         relu = {"conv1": "relu1", "conv2": "relu2", "fc1": "relu3"}[kind]
         # the input of the ReLU (after BatchNorm when present): gives a gradient even where the ReLU is off
@@ -242,6 +242,7 @@ def activation_maximization(model: nn.Module, target: tuple[str, int], steps: in
     little (a simple smoothness prior that keeps the result from being pixel noise).
 
     Args:
+        model: a `Net`; for ("class", c) targets any module returning logits (1,C) will do.
         target: ("class", c) maximizes logit c; ("conv2", ch) / ("conv1", ch) the mean of that
             channel's map before ReLU; ("fc1", unit) that unit before ReLU.
         steps: gradient steps; 0 returns the starting image. Default: 200.
@@ -257,8 +258,9 @@ def activation_maximization(model: nn.Module, target: tuple[str, int], steps: in
     x = (0.5 + 0.05 * torch.randn(1, 1, 28, 28, generator=gen)).clamp(0, 1).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     for step in range(1, steps + 1):
-        loss = -_objective(model, x, target) + l2 * (x ** 2).sum()
-        (grad,) = torch.autograd.grad(loss, x)              # parameters' .grad stay untouched
+        with torch.enable_grad():                           # works inside a caller's torch.no_grad()
+            loss = -_objective(model, x, target) + l2 * (x ** 2).sum()
+            (grad,) = torch.autograd.grad(loss, x)          # parameters' .grad stay untouched
         x.grad = grad
         opt.step()
         with torch.no_grad():

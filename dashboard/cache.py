@@ -111,3 +111,134 @@ def split_images(run_dir: str, split: str) -> np.ndarray:
     from_test = split == "test" or (split == "val" and cfg.get("data", {}).get("val_source") == "test")
     source = raw["t10k-images-idx3-ubyte"] if from_test else raw["train-images-idx3-ubyte"]
     return source[index]
+
+
+# ---- part 1: runs, curves, overfitting, data, confusion ----
+
+def _predictions_key(run_dir: str) -> tuple[tuple[int, float], ...]:
+    """(epoch, mtime) of every prediction file: results over all epochs refresh when one lands."""
+    return tuple((e, _mtime(runs.predictions_path(Path(run_dir), e))) for e in runs.prediction_epochs(run_dir))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _diagnosis(run_dir: str, mtime: float):
+    from analysis.overfitting import diagnose
+    return diagnose(runs.load_metrics(Path(run_dir)))
+
+
+def diagnosis(run_dir: str):
+    """analysis.overfitting.diagnose of a run's metrics (ValueError when there is too little to diagnose)."""
+    return _diagnosis(str(run_dir), _mtime(Path(run_dir) / "metrics.csv"))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _split_predictions(run_dir: str, epoch: int, split: str, mtime: float):
+    from analysis.errors import split_predictions
+    return split_predictions(run_dir, epoch, split)
+
+
+def split_predictions(run_dir: str, epoch: int, split: str = "val") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probs (N,10), labels (N,), official index (N,)) of val or test at an epoch."""
+    return _split_predictions(str(run_dir), int(epoch), split,
+                              _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
+
+
+@st.cache_data(show_spinner="Reading every epoch's predictions…", max_entries=32)
+def _by_epoch(what: str, run_dir: str, split: str, key: tuple) -> object:
+    from analysis import calibration, errors
+    if what == "confusion":
+        return errors.confusion_by_epoch(run_dir, split)
+    if what == "class_accuracy":
+        return errors.per_class_accuracy_by_epoch(run_dir, split)
+    if what == "mistake_confidence":
+        return errors.mistake_confidence_by_epoch(run_dir, split)
+    if what == "calibration":
+        return calibration.calibration_by_epoch(run_dir, split)
+    if what == "suspicious":
+        return errors.suspicious_labels_in_run(run_dir, split)
+    raise ValueError(what)
+
+
+def confusion_by_epoch(run_dir: str, split: str = "val") -> dict[int, np.ndarray]:
+    """{epoch: confusion matrix (10,10)} for every epoch with predictions."""
+    return _by_epoch("confusion", str(run_dir), split, _predictions_key(str(run_dir)))
+
+
+def class_accuracy_by_epoch(run_dir: str, split: str = "val") -> pd.DataFrame:
+    """Per-class accuracy per epoch (index epoch, columns 0..9 and "all")."""
+    return _by_epoch("class_accuracy", str(run_dir), split, _predictions_key(str(run_dir)))
+
+
+def mistake_confidence_by_epoch(run_dir: str, split: str = "val") -> pd.DataFrame:
+    return _by_epoch("mistake_confidence", str(run_dir), split, _predictions_key(str(run_dir)))
+
+
+def calibration_by_epoch(run_dir: str, split: str = "val") -> pd.DataFrame:
+    return _by_epoch("calibration", str(run_dir), split, _predictions_key(str(run_dir)))
+
+
+def suspicious_labels(run_dir: str, split: str = "val") -> pd.DataFrame:
+    """analysis.errors.suspicious_labels_in_run over the last three epochs."""
+    return _by_epoch("suspicious", str(run_dir), split, _predictions_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner="Reading the training dynamics…", max_entries=16)
+def _dynamics(what: str, run_dir: str, key: tuple) -> pd.DataFrame:
+    from analysis import dynamics
+    if what == "forgetting":
+        return dynamics.forgetting_by_class(run_dir)
+    if what == "most_forgotten":
+        return dynamics.most_forgotten(run_dir, k=24)
+    if what == "cartography":
+        return dynamics.cartography(run_dir)
+    raise ValueError(what)
+
+
+def forgetting_by_class(run_dir: str) -> pd.DataFrame:
+    return _dynamics("forgetting", str(run_dir), _predictions_key(str(run_dir)))
+
+
+def most_forgotten(run_dir: str) -> pd.DataFrame:
+    """The 24 most forgotten training examples (index into the official training file)."""
+    return _dynamics("most_forgotten", str(run_dir), _predictions_key(str(run_dir)))
+
+
+def cartography(run_dir: str) -> pd.DataFrame:
+    return _dynamics("cartography", str(run_dir), _predictions_key(str(run_dir)))
+
+
+def official_images(file: str, index: np.ndarray) -> np.ndarray:
+    """uint8 images (N,28,28) at rows `index` of the official "train" or "test" images file."""
+    raw = load_raw_mnist()
+    source = raw["t10k-images-idx3-ubyte"] if file == "test" else raw["train-images-idx3-ubyte"]
+    return source[np.asarray(index, dtype=np.int64)]
+
+
+def split_file(run_dir: str, split: str) -> str:
+    """Which official file ("train" or "test") a run's val/test/train index points into."""
+    val_source = load_config(str(run_dir)).get("data", {}).get("val_source")
+    return "test" if split == "test" or (split == "val" and val_source == "test") else "train"
+
+
+@st.cache_data(show_spinner=False)
+def mnist_check(root: str) -> dict:
+    """Where MNIST came from and whether its four files match the official MD5s (hashes the files once)."""
+    return {"source": mnist.source_info(root), "problems": mnist.verify(root), "expected": dict(mnist.FILES)}
+
+
+@st.cache_data(show_spinner=False)
+def split_labels(split_kind: str, root: str | None = None) -> dict[str, np.ndarray]:
+    """Labels of the train / val / test splits of the "classic" or "seed" protocol (see data.mnist)."""
+    raw = load_raw_mnist(root)
+    train, test = raw["train-labels-idx1-ubyte"], raw["t10k-labels-idx1-ubyte"]
+    if split_kind == "seed":
+        return {"train": train, "val": test, "test": test}
+    return {"train": train[:50000], "val": train[50000:], "test": test}
+
+
+@st.cache_data(show_spinner="Averaging the images of each class…")
+def class_mean_images(root: str | None = None) -> np.ndarray:
+    """(10,28,28) float: the mean of the official training images of each class."""
+    raw = load_raw_mnist(root)
+    images, labels = raw["train-images-idx3-ubyte"], raw["train-labels-idx1-ubyte"]
+    return np.stack([images[labels == c].mean(axis=0) for c in range(10)])

@@ -50,11 +50,19 @@ def best_epoch(metrics) -> int | None:
 
 
 def _apply_query_params(ids: list[str]) -> None:
-    """Take ?run=&epoch=&index= from a link once, into widget state."""
+    """Take ?run=&epoch=&index=&split= from a link into widget state, once per distinct link.
+
+    A link followed inside the session (st.page_link with query_params) carries new values and is
+    applied too; the same link is not re-applied on every rerun, so widgets stay free to change.
+    """
     qp = st.query_params
-    if st.session_state.get("_qp_done"):
+    link = {k: qp.get(k) for k in ("run", "epoch", "index", "split") if qp.get(k) is not None}
+    if not link:
+        st.session_state["_qp_done"] = None
         return
-    st.session_state["_qp_done"] = True
+    if st.session_state.get("_qp_done") == link:
+        return
+    st.session_state["_qp_done"] = link
     if qp.get("run") in ids:
         st.session_state["run_id"] = qp["run"]
     if qp.get("epoch", "").isdigit():
@@ -111,10 +119,12 @@ def render_sidebar() -> Selection:
 def _render_epoch_picker(sb, sel: Selection) -> None:
     """Epoch slider, defaulting to the best epoch (by validation loss), last epoch one click away."""
     last = sel.epochs[-1]
+    wanted = st.session_state.pop("_wanted_epoch", None)  # from a link
     if st.session_state.get("_epoch_run") != sel.run.run_id:  # a new run: start at its best epoch
         st.session_state["_epoch_run"] = sel.run.run_id
-        wanted = st.session_state.pop("_wanted_epoch", None)
         st.session_state["epoch"] = wanted if wanted in sel.epochs else (sel.best_epoch or last)
+    elif wanted in sel.epochs:
+        st.session_state["epoch"] = wanted
     if st.session_state.get("epoch") not in sel.epochs:
         st.session_state["epoch"] = sel.best_epoch or last
     if len(sel.epochs) > 1:

@@ -27,6 +27,15 @@ def page_guard(title: str) -> Iterator[None]:
                  "Other pages still work; please report it with the run you had selected.")
 
 
+@contextmanager
+def section_guard(what: str) -> Iterator[None]:
+    """Inside one section of a page: a bad run file becomes an st.error naming it, and the page goes on."""
+    try:
+        yield
+    except RunError as e:
+        st.error(f"**{what} cannot be shown:** `{e.path}` could not be read.\n\n{e}")
+
+
 def intro(text: str, how_to_read: str) -> None:
     """The one or two sentences under a page title, plus a 'How to read this' expander."""
     st.markdown(text)

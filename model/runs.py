@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +54,15 @@ def default_runs_dir() -> Path:
 
 # ----------------------------------------------------------------------------- atomic writes
 
+def _tmp_name(path: Path) -> Path:
+    """A temporary name beside path, private to this process and thread."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write data to path so that a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -84,7 +90,7 @@ def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 

@@ -1,5 +1,180 @@
-"""Placeholder page: confusion."""
+"""Confusion & errors: which digits the model mixes up, the examples behind each cell, and suspicious labels."""
+import numpy as np
 import streamlit as st
 
-st.title("confusion")
-st.info("This page is being built.")
+from analysis.errors import confident_mistakes, confusion_matrix, per_class_report, top_confusions
+from dashboard import cache, report, state, ui
+from model.runs import RunError
+
+PAGE_SIZE = 24
+NO_CELL = "—"
+
+sel = state.current()
+st.title("🧩 Confusion & errors")
+ui.intro(
+    "Which digits does the model mix up, and on which images? Click a cell of the confusion matrix to "
+    "see exactly those examples, then open any of them on the Attributions page to see why.",
+    """
+- **Confusion matrix**: rows are the true digits, columns the predicted ones. The diagonal (right
+  answers, in grey) is left out of the colour scale so that the errors stand out: the darker a cell,
+  the more often that true digit was taken for that predicted one. *Row-normalized* shows each cell as
+  a share of its true digit's examples.
+- **Click a cell** (or pick it in the list under the matrix) to see its examples with the model's
+  probabilities; *Explain* opens the example on the Attributions page.
+- **Watch it form** replays the matrix epoch by epoch.
+- **Per class**: precision = of the images predicted as this digit, the share that were; recall = of
+  the images of this digit, the share found; F1 combines both. The three weakest classes are in red.
+- **Most confident mistakes**: wrong answers given with the highest probability.
+- **Suspicious labels**: examples where the model, over the last three epochs, always predicted the same
+  *other* digit with at least 90% probability. Some are real model errors, some are badly written
+  digits, and a few may be labelling mistakes in MNIST itself.
+""")
+
+if sel.run is None:
+    st.info("No runs yet. Train one on the **Runs** page.")
+    st.page_link("app_pages/runs.py", label="Go to Runs", icon="🗂️")
+    st.stop()
+
+run_dir = sel.run_dir
+pred_epochs = cache.prediction_epochs(run_dir)
+if not pred_epochs:
+    st.info("**This run has no saved predictions** (`predictions/epoch_NNN.npz`), so there is no confusion "
+            "matrix, error gallery or per-class table. Runs trained with `python -m model.train` save "
+            "predictions after every epoch; the *Training curves* and *Overfitting* pages work from metrics alone.")
+    st.stop()
+epoch = sel.epoch if sel.epoch in pred_epochs else max([e for e in pred_epochs if e <= (sel.epoch or 0)]
+                                                         or [pred_epochs[-1]])
+if epoch != sel.epoch:
+    st.caption(f"Epoch {sel.epoch} has no saved predictions; showing epoch {epoch}.")
+
+c1, c2 = st.columns(2)
+split = c1.radio("Set", ["val", "test"], key="conf_split", horizontal=True,
+                 format_func={"val": "validation", "test": "test"}.get)
+normalize = c2.radio("Show", ["counts", "row-normalized"], key="conf_norm", horizontal=True) == "row-normalized"
+
+try:
+    probs, labels, _ = cache.split_predictions(run_dir, epoch, split)
+except RunError as e:
+    st.error(f"**The predictions of epoch {epoch} cannot be read:** `{e.path}`\n\n{e}\n\n"
+             "Pick another epoch in the sidebar; the Training curves page still works.")
+    st.stop()
+pred = probs.argmax(1)
+cm = confusion_matrix(labels, pred)
+
+
+def images_of(split_name: str) -> np.ndarray | None:
+    """The split's images in prediction order, or None (with an st.error) if they cannot be read."""
+    try:
+        return cache.split_images(run_dir, split_name)
+    except RunError as e:
+        st.error(f"**The images cannot be looked up:** `{e.path}` could not be read.\n\n{e}")
+        return None
+
+
+def explain_link(position: int) -> None:
+    """A link to the Attributions page for one example of this split."""
+    st.page_link("app_pages/attributions.py", label="Explain", icon="🔥",
+                 query_params={"run": sel.run.run_id, "epoch": str(epoch), "index": str(position), "split": split})
+
+
+def gallery(positions: np.ndarray, captions: list[str], columns: int = 8, links: bool = True) -> None:
+    """Digit images of this split (by position in the predictions) with captions and Explain links."""
+    imgs = images_of(split)
+    if imgs is None:
+        return
+    if len(positions) == 0:
+        st.caption("Nothing to show.")
+        return
+    for start in range(0, len(positions), columns):
+        for col, pos, cap in zip(st.columns(columns), positions[start:start + columns], captions[start:start + columns]):
+            with col:
+                st.image(ui.digit(imgs[pos], 72), caption=cap)
+                if links:
+                    explain_link(int(pos))
+
+
+def top3(p: np.ndarray) -> str:
+    order = np.argsort(-p)[:3]
+    return ", ".join(f"{c}: {p[c]:.0%}" for c in order)
+
+
+# ----------------------------------------------------------------------------- the matrix and its cells
+cells = [f"{t},{p}" for t in range(10) for p in range(10)]
+
+
+def cell_label(cell: str) -> str:
+    if cell == NO_CELL:
+        return "— pick a cell —"
+    t, p = map(int, cell.split(","))
+    return f"true {t} → predicted {p}{' (right)' if t == p else ''} · {cm[t, p]} examples"
+
+
+def on_matrix_select() -> None:
+    """A click on the matrix picks that cell in the `conf_cell` list (which drives the gallery)."""
+    event = st.session_state.get("conf_matrix")
+    points = event["selection"]["points"] if event else []
+    if points:
+        x, y = points[0].get("x"), points[0].get("y")
+        if x is not None and y is not None:
+            st.session_state["conf_cell"] = f"{int(round(y))},{int(round(x))}"
+            st.session_state["conf_gallery_page"] = 1
+
+
+left, right = st.columns([3, 2])
+with left:
+    fig = report.confusion_figure(cm, normalize, title=f"{'Validation' if split == 'val' else 'Test'} set, "
+                                                       f"epoch {epoch}: {int(np.trace(cm))} of {int(cm.sum())} right")
+    st.plotly_chart(fig, key="conf_matrix", on_select=on_matrix_select, selection_mode="points")
+    if st.session_state.get("conf_cell") not in [NO_CELL, *cells]:
+        st.session_state["conf_cell"] = NO_CELL
+    cell = st.selectbox("Cell (true → predicted)", [NO_CELL, *cells], key="conf_cell", format_func=cell_label,
+                        help="The same as clicking a cell of the matrix.")
+with right:
+    st.markdown("**Most confused pairs**")
+    pairs = top_confusions(cm, 10)
+    st.dataframe(pairs.style.format({"share": "{:.1%}"}), hide_index=True, width="stretch")
+    st.caption("share = of the true digit's examples")
+
+if cell != NO_CELL:
+    t, p = map(int, cell.split(","))
+    where = np.flatnonzero((labels == t) & (pred == p))
+    where = where[np.argsort(-probs[where, p], kind="stable")]      # most confident first
+    st.subheader(f"True {t}, predicted {p}: {len(where)} example{'s' if len(where) != 1 else ''}")
+    if len(where):
+        pages = max(1, -(-len(where) // PAGE_SIZE))
+        page = st.number_input("Page", 1, pages, key="conf_gallery_page") if pages > 1 else 1
+        shown = where[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+        gallery(shown, [f"#{pos} · {top3(probs[pos])}" for pos in shown])
+        st.caption("#position in the set · the model's three highest probabilities")
+    else:
+        st.caption("No example in this cell at this epoch.")
+
+with st.expander("Watch it form: the matrix epoch by epoch"):
+    with ui.section_guard("The animation"):
+        cms = cache.confusion_by_epoch(run_dir, split)
+        if len(cms) > 1:
+            st.plotly_chart(report.confusion_animation(cms, normalize), key="conf_animation")
+        else:
+            st.caption("Only one epoch has predictions.")
+
+# ----------------------------------------------------------------------------- per class, mistakes, labels
+st.subheader("Per class")
+table = per_class_report(labels, pred)
+st.dataframe(report.style_class_report(table), width="stretch")
+
+st.subheader("Most confident mistakes")
+mistakes = confident_mistakes(probs, labels, k=16)
+gallery(mistakes, [f"#{pos} · true {labels[pos]} → {pred[pos]} ({probs[pos, pred[pos]]:.0%})" for pos in mistakes])
+
+st.subheader("Suspicious labels (candidate label errors)")
+with ui.section_guard("Suspicious labels"):
+    sus = cache.suspicious_labels(run_dir, split)
+    if len(sus):
+        st.caption(f"{len(sus)} example{'s' if len(sus) != 1 else ''} the model contradicted with ≥ 90% confidence "
+                   "in each of the last three epochs.")
+        shown = sus.head(24)
+        gallery(shown["position"].to_numpy(),
+                [f"#{r.position} · label {r.label}, model says {r.predicted} ({r.confidence:.0%})"
+                 for r in shown.itertuples()])
+    else:
+        st.caption("None: no example was contradicted with ≥ 90% confidence in each of the last three epochs.")

@@ -1,0 +1,300 @@
+"""How far to trust an attribution map: sanity checks and faithfulness scores. Tables, not plots.
+
+    table = randomization_test(model, x, target=7, method="saliency")   # Adebayo et al. 2018
+    passed, sentence = sanity_verdict(table)
+    curves = deletion_insertion(model, x[:1], attr[:1], target=7)      # Petsiuk et al. 2018 (RISE)
+    deletion_summary(curves)  # {"deletion_auc": ..., "random_deletion_auc": ..., ...}
+    infidelity_score(model, x, attr, target=7); sensitivity_score(model, x, 7, "saliency")
+
+* Model randomization (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018): the
+  layers are re-initialised one after the other from the top (fc2, fc1, conv2, conv1, cascading)
+  and each time the new map is compared with the original one: Spearman rank correlation of |map|
+  and SSIM of |map| scaled to [0,1]. A method whose map stays similar when the weights are random
+  does not explain the model. Randomization uses a private copy and a fixed seed.
+* Deletion / insertion: remove the most attributed pixels first (set them to the baseline) and
+  watch the target probability fall; insert them first into the baseline and watch it rise. A
+  faithful map makes deletion fall faster than deleting pixels in random order (lower AUC).
+* Infidelity (Yeh et al. 2019) and max-sensitivity, through Captum's `infidelity` and
+  `sensitivity_max`, with perturbations drawn from private seeded generators.
+The given model is never modified (see analysis.attributions for thread safety).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from captum.metrics import infidelity, sensitivity_max
+from scipy.ndimage import uniform_filter
+from scipy.stats import rankdata
+
+from analysis.attributions import _targets, attribute, gaussian_blur, private_copy
+
+CASCADE = ("fc2", "fc1", "conv2", "conv1")   # top to bottom, as in Adebayo et al.
+SSIM_WINDOW = 7                             # as scikit-image's structural_similarity default
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+# ----------------------------------------------------------------------------- similarity of maps
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two arrays (flattened; ties get average ranks); nan if constant."""
+    ra, rb = rankdata(np.ravel(a)), rankdata(np.ravel(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def map_rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of |a| and |b| over the pixels where at least one map is non-zero.
+
+    Pixels zero in both maps carry no ranking and would inflate the correlation of any two maps:
+    the seed CNN never sees the last two rows and columns (its second pool drops them), so every
+    gradient map is zero there, and input-multiplied maps are zero on the whole black background.
+    """
+    a, b = np.abs(np.ravel(a)), np.abs(np.ravel(b))
+    keep = (a != 0) | (b != 0)
+    return spearman(a[keep], b[keep]) if keep.sum() > 1 else math.nan
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    """Mean structural similarity of two 2-D images (Wang et al. 2004).
+
+    Follows scikit-image's `structural_similarity` defaults: a uniform 7x7 window, sample
+    (co)variances, K1=0.01, K2=0.03, and the mean taken away from a 3-pixel border.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or min(a.shape) < SSIM_WINDOW:
+        raise ValueError(f"ssim needs two 2-D images of equal shape >= {SSIM_WINDOW}, got {a.shape}, {b.shape}")
+    w = SSIM_WINDOW
+    cov_norm = w * w / (w * w - 1)                       # sample covariance
+    ux, uy = uniform_filter(a, w), uniform_filter(b, w)
+    vx = cov_norm * (uniform_filter(a * a, w) - ux * ux)
+    vy = cov_norm * (uniform_filter(b * b, w) - uy * uy)
+    vxy = cov_norm * (uniform_filter(a * b, w) - ux * uy)
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+    pad = (w - 1) // 2
+    return float(s[pad:-pad, pad:-pad].mean())
+
+
+def _unit_abs(m: np.ndarray) -> np.ndarray:
+    """|map| scaled to [0,1] by its maximum (an all-zero map stays zero)."""
+    m = np.abs(m)
+    top = m.max()
+    return m / top if top > 0 else m
+
+
+# ----------------------------------------------------------------------------- randomization test
+
+def _reinit(module: nn.Module, g: torch.Generator) -> None:
+    """Redraw a layer's weight and bias uniformly in +-1/sqrt(fan_in) (PyTorch's default scale)."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"layer {module.__class__.__name__} has no weight to randomize")
+    fan_in = int(np.prod(weight.shape[1:])) if weight.dim() > 1 else weight.numel()
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        for p in module.parameters(recurse=False):
+            p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+
+
+def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor, method: str,
+                       layers: tuple[str, ...] | None = None, weight_seed: int = 0,
+                       **options: Any) -> pd.DataFrame:
+    """Cascading model-parameter randomization (Adebayo et al. 2018) for one attribution method.
+
+    Args:
+        inputs: float (B,1,28,28); target: one class or one per image.
+        layers: layers to randomize, top first, cumulatively. Default: those of CASCADE in the model.
+        weight_seed: seed of the new random weights. Default: 0.
+        **options: passed to `attribute` (e.g. steps for integrated_gradients).
+    Returns:
+        One row per stage: stage (0 = nothing randomized: the map recomputed on the original model),
+        layer (randomized at this stage), randomized ("fc2+fc1", ...), spearman and ssim (mean over
+        the images, of |map| against the original |map|), spearman_min, ssim_min.
+    """
+    modules = dict(model.named_modules())
+    layers = tuple(n for n in CASCADE if n in modules) if layers is None else tuple(layers)
+    missing = [n for n in layers if n not in modules or n == ""]
+    if missing:
+        raise ValueError(f"layers {missing} are not modules of the model")
+    original = attribute(model, inputs, target, method, **options).numpy()       # (B,1,28,28)
+    work = private_copy(model, share_weights=False).eval()   # its weights will change
+    g = torch.Generator().manual_seed(weight_seed)
+    rows, done = [], []
+    for stage, layer in enumerate(("none",) + layers):
+        if layer != "none":
+            _reinit(dict(work.named_modules())[layer], g)
+            done.append(layer)
+        maps = attribute(work, inputs, target, method, **options).numpy()
+        rho = [map_rank_correlation(o, m) for o, m in zip(original, maps)]
+        sim = [ssim(_unit_abs(o[0]), _unit_abs(m[0])) for o, m in zip(original, maps)]
+        rows.append({"stage": stage, "layer": layer, "randomized": "+".join(done) or "none",
+                     "spearman": float(np.mean(rho)), "ssim": float(np.mean(sim)),
+                     "spearman_min": float(np.min(rho)), "ssim_min": float(np.min(sim))})
+    return pd.DataFrame(rows)
+
+
+def sanity_verdict(table: pd.DataFrame, threshold: float = 0.5) -> tuple[bool, str]:
+    """Did the maps change when the model was randomized? (passed, one sentence).
+
+    Passed when, with every listed layer randomized, the mean rank correlation with the original
+    map is below `threshold`.
+    """
+    stages = table[table["stage"] > 0]
+    if stages.empty:
+        return False, "No layer was randomized, so the check says nothing."
+    last = stages.iloc[-1]
+    rho = float(last["spearman"])
+    if math.isnan(rho):
+        return False, "The maps were constant, so their change could not be measured."
+    if rho < threshold:
+        first = stages[stages["spearman"] < threshold].iloc[0]
+        then = "" if first["stage"] == last["stage"] else f", and {rho:.2f} with {last['randomized']} randomized"
+        return True, (f"Passed: the map depends on the weights: with {first['randomized']} randomized its "
+                      f"rank correlation with the original is {first['spearman']:.2f} (below {threshold}){then}.")
+    return False, (f"Failed: with {last['randomized']} randomized the map still has rank correlation "
+                   f"{rho:.2f} with the original (SSIM {last['ssim']:.2f}; threshold {threshold}), so it "
+                   f"shows the input more than what the model learned.")
+
+
+# ----------------------------------------------------------------------------- deletion / insertion
+
+def _probabilities(model: nn.Module, x: torch.Tensor, target: int, chunk: int = 256) -> np.ndarray:
+    """Softmax probability of `target` for each image of x (N,1,28,28)."""
+    m = private_copy(model).eval() if model.training else model
+    with torch.no_grad():
+        out = [torch.softmax(m(x[i:i + chunk]), dim=1)[:, target] for i in range(0, x.shape[0], chunk)]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def _deletion_batch(x: torch.Tensor, base: torch.Tensor, order: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """For each count k, x with its first k pixels in `order` replaced by the baseline's (K,1,28,28)."""
+    flat_x, flat_b = x.reshape(-1), base.reshape(-1)           # (784,)
+    out = flat_x.repeat(len(counts), 1)                        # (K,784)
+    for row, k in enumerate(counts):
+        idx = order[:k]
+        out[row, idx] = flat_b[idx]
+    return out.view((len(counts),) + tuple(x.shape))
+
+
+def deletion_insertion(model: nn.Module, input: torch.Tensor, attribution: torch.Tensor, target: int,
+                       steps: int = 28, baseline: str = "black", random_seeds: int = 5,
+                       blur_sigma: float = 3.0) -> pd.DataFrame:
+    """Deletion and insertion curves of one image for one attribution map.
+
+    Args:
+        input: float (1,1,28,28) (or (1,28,28)); attribution: its map, same number of pixels.
+        steps: the curves have steps+1 points, removing round(fraction * pixels) pixels at each.
+        baseline: what a removed pixel becomes: "black" (0) or "blurred" (the blurred input).
+        random_seeds: how many random pixel orders the random-deletion baseline averages.
+    Returns:
+        Columns fraction (0..1), deletion (target probability with the most attributed pixels removed
+        first; ties in index order), insertion (the same pixels put first into the baseline image),
+        random_deletion (pixels removed in random order, mean over the seeds).
+    """
+    x = input.detach().float().reshape(1, 1, 28, 28)[0]                     # (1,28,28)
+    a = torch.as_tensor(attribution).detach().float().reshape(-1)           # (784,)
+    if a.numel() != x.numel():
+        raise ValueError(f"attribution has {a.numel()} values, the input {x.numel()} pixels")
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise ValueError(f"target must be one class index, got {target!r}")
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if baseline == "black":
+        base = torch.zeros_like(x)
+    elif baseline == "blurred":
+        base = gaussian_blur(x.unsqueeze(0), blur_sigma)[0]
+    else:
+        raise ValueError(f"baseline must be 'black' or 'blurred', got {baseline!r}")
+    n = x.numel()
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+    counts = [int(round(f * n)) for f in fractions]
+    order = torch.argsort(a, descending=True, stable=True)                  # most attributed first
+    deletion = _probabilities(model, _deletion_batch(x, base, order, counts), int(target))
+    insertion = _probabilities(model, _deletion_batch(base, x, order, counts), int(target))
+    randoms = []
+    for seed in range(int(random_seeds)):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        randoms.append(_probabilities(model, _deletion_batch(x, base, perm, counts), int(target)))
+    return pd.DataFrame({"fraction": fractions, "deletion": deletion, "insertion": insertion,
+                         "random_deletion": np.mean(randoms, axis=0) if randoms else np.nan})
+
+
+def curve_auc(fractions: np.ndarray | pd.Series, values: np.ndarray | pd.Series) -> float:
+    """Area under a curve by the trapezoid rule."""
+    return float(np.trapezoid(np.asarray(values, dtype=np.float64), np.asarray(fractions, dtype=np.float64)))
+
+
+def deletion_summary(table: pd.DataFrame) -> dict[str, float | bool]:
+    """AUCs of a `deletion_insertion` table and whether deletion beats random order (lower AUC)."""
+    f = table["fraction"]
+    out: dict[str, float | bool] = {
+        "deletion_auc": curve_auc(f, table["deletion"]),
+        "insertion_auc": curve_auc(f, table["insertion"]),
+        "random_deletion_auc": curve_auc(f, table["random_deletion"]),
+    }
+    out["deletion_gain"] = out["random_deletion_auc"] - out["deletion_auc"]   # > 0: better than random
+    out["better_than_random"] = bool(out["deletion_gain"] > 0)
+    return out
+
+
+# ----------------------------------------------------------------------------- Captum metrics
+
+def infidelity_score(model: nn.Module, inputs: torch.Tensor, attribution: torch.Tensor,
+                     target: int | torch.Tensor, noise_std: float = 0.003, perturbations: int = 10,
+                     perturb_seed: int = 0, normalize: bool = True) -> torch.Tensor:
+    """Captum's `infidelity` (Yeh et al. 2019) with Gaussian input perturbations; lower is better.
+
+    Args:
+        noise_std: standard deviation of the perturbation I (the score compares I . map with
+            f(x) - f(x - I) on the target logit). Default: 0.003.
+        perturbations: perturbed copies per image. Default: 10.
+        normalize: scale the map optimally first, so maps of different scale compare. Default: True.
+    Returns:
+        float tensor (B,).
+    """
+    x = inputs.detach().float()
+    t = _targets(target, x.shape[0])
+    g = torch.Generator().manual_seed(perturb_seed)
+
+    def perturb(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.normal(0.0, float(noise_std), batch.shape, generator=g)
+        return noise, batch - noise
+
+    m = private_copy(model).eval() if model.training else model
+    return infidelity(m, perturb, x, attribution.detach().float(), target=t, n_perturb_samples=int(perturbations),
+                      normalize=normalize).detach()
+
+
+def sensitivity_score(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor, method: str,
+                      radius: float = 0.02, perturbations: int = 10, perturb_seed: int = 0,
+                      **options: Any) -> torch.Tensor:
+    """Captum's `sensitivity_max`: the largest relative change of the map under uniform input noise.
+
+    Args:
+        radius: the noise is uniform in [-radius, radius] per pixel. Default: 0.02.
+        perturbations: perturbed copies per image. Default: 10.
+        perturb_seed: seed of the noise (attribution options such as `seed` go to the method).
+        **options: passed to `attribute`.
+    Returns:
+        float tensor (B,): max over samples of ||map(x+e) - map(x)|| / ||map(x)||; lower is steadier.
+    """
+    x = inputs.detach().float()
+    t = _targets(target, x.shape[0])
+    g = torch.Generator().manual_seed(perturb_seed)
+
+    def perturb(batch: torch.Tensor, perturb_radius: float) -> torch.Tensor:
+        return batch + (torch.rand(batch.shape, generator=g) * 2 - 1) * perturb_radius
+
+    def explain(batch: torch.Tensor | tuple[torch.Tensor, ...], target: torch.Tensor) -> tuple[torch.Tensor]:
+        batch = batch[0] if isinstance(batch, tuple) else batch
+        return (attribute(model, batch, target, method, **options),)   # Captum iterates over a tuple
+
+    return sensitivity_max(explain, x, perturb_func=perturb, perturb_radius=float(radius),
+                           n_perturb_samples=int(perturbations), target=t).detach()

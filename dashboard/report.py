@@ -1,0 +1,271 @@
+"""Figures shared by the pages and the downloadable HTML report of one run (plain Plotly, no Streamlit).
+
+The report is one self-contained HTML file: Plotly's JavaScript is inlined once, tables are
+`DataFrame.to_html`, so it opens offline in any browser. All numbers come from `analysis/`;
+this module only picks and draws.
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from model import runs
+
+SPLIT_COLORS = {"train": "#868e96", "val": "#4C6EF5", "test": "#F08C00"}
+SPLIT_DASH = {"train": "dot", "val": "solid", "test": "dash"}
+RUN_COLORS = ("#4C6EF5", "#E8590C", "#2B8A3E", "#AE3EC9", "#C92A2A", "#1098AD", "#5C940D", "#862E9C")
+METRIC_TITLES = {"loss": "Loss (cross-entropy)", "acc": "Accuracy"}
+MARK_COLORS = {"best": "#2B8A3E", "selected": "#495057", "onset": "#C92A2A", "stop": "#E8590C"}
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """A nested config as {"train.lr": 0.01, ...}; lists become strings."""
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
+    """Only the config fields that differ between runs: one row per field, one column per run.
+
+    Fields that say where or when a run happened (run_id, started_at, command, git_commit,
+    versions) are left out: they always differ and say nothing about the training itself.
+    """
+    skip = ("run_id", "started_at", "command", "git_commit", "versions.")
+    flat = {name: flatten(cfg) for name, cfg in configs.items()}
+    keys = sorted({k for f in flat.values() for k in f if not k.startswith(skip)})
+    rows = {}
+    for k in keys:
+        values = [flat[name].get(k, "—") for name in flat]
+        if len({repr(v) for v in values}) > 1:
+            rows[k] = [str(v) for v in values]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(flat)).rename_axis("field")
+
+
+def duration(seconds: float) -> str:
+    """4123.0 -> '1h 08m', 95 -> '1m 35s'."""
+    if not np.isfinite(seconds):
+        return "—"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+# ----------------------------------------------------------------------------- figures
+
+def add_epoch_marks(fig: go.Figure, marks: dict[str, tuple[int, str]]) -> None:
+    """Vertical dashed lines with a label: {"best epoch": (3, colour), ...}."""
+    for i, (label, (x, color)) in enumerate(marks.items()):
+        fig.add_vline(x=x, line_dash="dash", line_color=color, line_width=1.5, opacity=0.8)
+        fig.add_annotation(x=x, y=1.0 - 0.08 * i, yref="paper", text=label, showarrow=False, xanchor="left",
+                           xshift=4, font=dict(color=color, size=11), bgcolor="rgba(255,255,255,0.7)")
+
+
+def curves_figure(metrics: dict[str, pd.DataFrame], kind: str = "loss", splits: tuple[str, ...] = ("train", "val", "test"),
+                  marks: dict[str, tuple[int, str]] | None = None, log_y: bool = False, height: int = 380) -> go.Figure:
+    """Per-epoch loss or accuracy of one or more runs.
+
+    Args:
+        metrics: {run name: metrics.csv table}; with one run, colour tells the split apart; with
+            several, colour tells the run and the dash the split.
+        kind: "loss" or "acc".
+        marks: vertical epoch markers, {label: (epoch, colour)}.
+    """
+    fig = go.Figure()
+    several = len(metrics) > 1
+    for i, (name, df) in enumerate(metrics.items()):
+        for split in splits:
+            col = f"{split}_{kind}"
+            if col not in df or df[col].isna().all():
+                continue
+            color = RUN_COLORS[i % len(RUN_COLORS)] if several else SPLIT_COLORS[split]
+            fig.add_trace(go.Scatter(
+                x=df["epoch"], y=df[col], mode="lines+markers", name=f"{name} · {split}" if several else split,
+                line=dict(color=color, dash=SPLIT_DASH[split] if several else "solid", width=2),
+                marker=dict(size=6), legendgroup=name,
+                hovertemplate=f"{name} {split}<br>epoch %{{x}}<br>{kind} %{{y:.4f}}<extra></extra>"))
+    add_epoch_marks(fig, marks or {})
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), title=METRIC_TITLES.get(kind, kind),
+                      hovermode="x unified", legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(title="epoch", dtick=1 if max((len(d) for d in metrics.values()), default=0) <= 20 else None)
+    fig.update_yaxes(title=kind, type="log" if log_y else "linear",
+                     tickformat=".0%" if kind == "acc" and not log_y else None)
+    return fig
+
+
+def confusion_figure(cm: np.ndarray, normalize: bool = False, title: str = "", clickable: bool = True,
+                     height: int = 520) -> go.Figure:
+    """A confusion matrix with the diagonal taken out of the colour scale, so errors stand out.
+
+    Rows are true classes, columns predicted classes. Off-diagonal cells are coloured by count (or
+    by share of the true class when normalize); the diagonal (correct predictions) is written in
+    grey on white. With clickable, an invisible marker sits on every cell, so clicking a cell
+    selects it (customdata = [true, predicted]).
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    n = len(cm)
+    support = cm.sum(axis=1, keepdims=True)
+    shown = np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0) if normalize else cm.astype(float)
+    off = shown.copy()
+    np.fill_diagonal(off, np.nan)
+    fmt = (lambda v: f"{v:.0%}" if v >= 0.005 else "") if normalize else (lambda v: f"{int(v)}" if v else "")
+    text = [[fmt(off[t, p]) if t != p else "" for p in range(n)] for t in range(n)]
+    zmax = np.nanmax(off) if np.isfinite(np.nanmax(off)) and np.nanmax(off) > 0 else 1
+    fig = go.Figure(go.Heatmap(
+        z=off, x=list(range(n)), y=list(range(n)), text=text, texttemplate="%{text}", colorscale="OrRd",
+        zmin=0, zmax=zmax, hoverinfo="skip", xgap=1, ygap=1,
+        colorbar=dict(title="share of row" if normalize else "errors", tickformat=".0%" if normalize else None)))
+    diag = [fmt(shown[i, i]) or "0" for i in range(n)]
+    fig.add_trace(go.Scatter(x=list(range(n)), y=list(range(n)), mode="text", text=diag, hoverinfo="skip",
+                             textfont=dict(color="#adb5bd", size=12), showlegend=False))
+    if clickable:
+        t, p = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        t, p = t.ravel(), p.ravel()
+        share = np.divide(cm[t, p], support[t, 0], out=np.zeros(len(t)), where=support[t, 0] > 0)
+        fig.add_trace(go.Scatter(
+            x=p, y=t, mode="markers", customdata=np.stack([t, p, cm[t, p], share], axis=1),
+            marker=dict(symbol="square", size=34, color="rgba(0,0,0,0)"), showlegend=False,
+            hovertemplate="true %{customdata[0]} → predicted %{customdata[1]}<br>%{customdata[2]} examples "
+                          "(%{customdata[3]:.1%} of the true class)<br><i>click to see them</i><extra></extra>"))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      plot_bgcolor="white", clickmode="event+select", dragmode=False)
+    fig.update_xaxes(title="predicted class", dtick=1, side="top", showgrid=False, zeroline=False,
+                     range=[-0.5, n - 0.5])
+    fig.update_yaxes(title="true class", dtick=1, autorange="reversed", showgrid=False, zeroline=False,
+                     scaleanchor="x")
+    return fig
+
+
+def confusion_animation(cms: dict[int, np.ndarray], normalize: bool = False, height: int = 520) -> go.Figure:
+    """The confusion matrix epoch by epoch, with play/pause and an epoch slider (Plotly frames)."""
+    epochs = sorted(cms)
+
+    def panel(e: int) -> list:
+        return list(confusion_figure(cms[e], normalize, clickable=False).data)
+
+    base = confusion_figure(cms[epochs[0]], normalize, clickable=False, height=height)
+    peak = max(float(np.nanmax(np.where(np.eye(len(cm), dtype=bool), np.nan, _shown(cm, normalize))))
+               for cm in cms.values())
+    frames = [go.Frame(data=panel(e), name=str(e)) for e in epochs]
+    for fr in frames:
+        fr.data[0].update(zmax=peak or 1)
+    base.data[0].update(zmax=peak or 1)
+    base.frames = frames
+    step = dict(mode="immediate", frame=dict(duration=500, redraw=True), transition=dict(duration=0))
+    base.update_layout(
+        updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.05, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ play", method="animate", args=[None, {**step, "fromcurrent": True}]),
+                                   dict(label="⏸ pause", method="animate", args=[[None], step])])],
+        sliders=[dict(active=0, x=0.15, len=0.85, y=-0.02, currentvalue=dict(prefix="epoch "),
+                      steps=[dict(label=str(e), method="animate", args=[[str(e)], step]) for e in epochs])],
+        margin=dict(l=10, r=10, t=10, b=80))
+    return base
+
+
+def _shown(cm: np.ndarray, normalize: bool) -> np.ndarray:
+    cm = np.asarray(cm, dtype=float)
+    if not normalize:
+        return cm
+    support = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0)
+
+
+def style_class_report(report: pd.DataFrame, worst: int = 3):
+    """A per-class precision/recall/F1 table (pandas Styler) with the `worst` classes by F1 in red."""
+    worst_classes = set(report["f1"].nsmallest(worst).index)
+
+    def row_style(row: pd.Series) -> list[str]:
+        bad = row.name in worst_classes
+        return ["background-color: #ffe3e3; color: #c92a2a; font-weight: 600" if bad else "" for _ in row]
+
+    return (report.style.apply(row_style, axis=1)
+            .format({"precision": "{:.1%}", "recall": "{:.1%}", "f1": "{:.1%}", "support": "{:d}"}))
+
+
+# ----------------------------------------------------------------------------- the HTML report
+
+def build_report(run_dir: Path | str, epoch: int | None = None, split: str = "val") -> str:
+    """A self-contained HTML report of one run: curves, overfitting verdict, confusion matrix, per-class table.
+
+    Args:
+        run_dir: the run folder.
+        epoch: the epoch of the confusion matrix and per-class table. Default: the best epoch.
+        split: "val" or "test". Default: "val".
+    Returns:
+        The HTML page as a string (Plotly's JavaScript inlined once: opens offline).
+    """
+    from analysis.errors import confusion_matrix, per_class_report, split_predictions, top_confusions
+    from analysis.overfitting import diagnose
+
+    run_dir = Path(run_dir)
+    config = runs.load_config(run_dir)
+    metrics = runs.load_metrics(run_dir)
+    name = config.get("name", run_dir.name)
+    parts: list[str] = []
+    try:
+        diag = diagnose(metrics)
+        verdict, best = diag.verdict, diag.best_epoch
+    except ValueError as e:
+        verdict, best = f"No diagnosis: {e}", int(metrics["epoch"].iloc[-1]) if len(metrics) else None
+    epoch = epoch if epoch is not None else best
+
+    figures: list[go.Figure] = []
+    marks = {f"best epoch {best}": (best, MARK_COLORS["best"])} if best is not None else {}
+    if len(metrics):
+        figures += [curves_figure({name: metrics}, "loss", marks=marks),
+                    curves_figure({name: metrics}, "acc", marks=marks)]
+    parts.append(f"<h2>Overfitting</h2><p class='verdict'>{html.escape(verdict)}</p>")
+    parts.append("<h2>Training curves</h2>{FIG0}{FIG1}" if figures else "<p>No finished epoch yet.</p>")
+
+    if epoch is not None and epoch in runs.prediction_epochs(run_dir):
+        probs, labels, _ = split_predictions(run_dir, epoch, split)
+        cm = confusion_matrix(labels, probs.argmax(1))
+        figures.append(confusion_figure(cm, title=f"Confusion matrix, {split} set, epoch {epoch}", clickable=False))
+        report = per_class_report(labels, probs.argmax(1))
+        parts.append(f"<h2>Errors at epoch {epoch} ({split} set)</h2>{{FIG{len(figures) - 1}}}")
+        parts.append("<h3>Per class</h3><p>The three classes with the lowest F1 are in red.</p>"
+                     + style_class_report(report).to_html())
+        parts.append("<h3>Most confused pairs</h3>" + top_confusions(cm, 10).to_html(
+            index=False, float_format=lambda v: f"{v:.1%}"))
+    else:
+        parts.append("<h2>Errors</h2><p>This run has no saved predictions for that epoch, so there is no "
+                     "confusion matrix or per-class table.</p>")
+
+    table = metrics.copy()
+    parts.append("<h2>Metrics per epoch</h2>" + table.to_html(index=False, float_format=lambda v: f"{v:.4f}"))
+    flat = pd.Series(flatten(config), name="value").rename_axis("field").to_frame()
+    parts.append("<h2>Configuration</h2>" + flat.to_html())
+
+    body = "\n".join(parts)
+    for i, fig in enumerate(figures):
+        body = body.replace(f"{{FIG{i}}}", fig.to_html(full_html=False, include_plotlyjs=(i == 0),
+                                                       config={"displaylogo": False}))
+    title = f"digit-lens report: {html.escape(name)} ({html.escape(run_dir.name)})"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #212529; }}
+table {{ border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #dee2e6; padding: 3px 8px; text-align: right; }}
+th {{ background: #f1f3f5; }}
+.verdict {{ font-size: 1.1em; padding: 0.6em 1em; background: #f1f3f5; border-left: 4px solid #4C6EF5; }}
+.meta {{ color: #868e96; }}
+</style></head><body>
+<h1>{title}</h1>
+<p class="meta">Generated {time.strftime('%Y-%m-%d %H:%M')} by digit-lens from <code>{html.escape(str(run_dir))}</code>.
+Best epoch = the lowest validation loss.</p>
+{body}
+</body></html>"""
