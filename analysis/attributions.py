@@ -15,7 +15,7 @@ Thread safety: Streamlit shares one model between sessions, so a model given her
 modified and concurrent calls return exactly what sequential calls return.
   * Methods that hook modules (DeepLift, Guided Backprop, Deconvolution, Grad-CAM, Guided Grad-CAM)
     run on a private copy of the model made per call by `private_copy`: new module objects without
-    hooks that share the (read-only) weight tensors, so the copy costs ~3 ms, not a 30 MB copy.
+    hooks that share the (read-only) weight tensors: about a millisecond, not a 30 MB weight copy.
   * Gradient methods run on the given model through `torch.autograd.grad` on a private clone of
     the input, so nothing shared is written (parameters' `.grad` stay untouched).
   * Random methods (SmoothGrad, GradientSHAP) draw from private generators seeded by `seed`:
@@ -99,8 +99,8 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "image (coarse, non-negative)."),
     "guided_gradcam": MethodInfo(
         "Guided Grad-CAM", True, True, True,
-        "Grad-CAM multiplied by Guided Backprop; sharp, but known to ignore much of what the model "
-        "learned (fails the randomization sanity check)."),
+        "Grad-CAM multiplied by Guided Backprop; sharp, but Adebayo et al. found it barely changes "
+        "when the weights are randomized, so it may show the input more than the model."),
     "guided_backprop": MethodInfo(
         "Guided Backprop", True, True, True,
         "The gradient with only positive signals let back through each ReLU; looks like an edge "
@@ -163,7 +163,7 @@ def _check_inputs(inputs: torch.Tensor) -> torch.Tensor:
     return inputs.detach().clone()
 
 
-def _targets(target: int | torch.Tensor | np.ndarray | list, batch: int) -> torch.Tensor:
+def target_tensor(target: int | torch.Tensor | np.ndarray | list, batch: int) -> torch.Tensor:
     """One class index per image as a (B,) int64 tensor."""
     if isinstance(target, (bool, np.bool_)):
         raise ValueError(f"target must be a class index, got {target!r}")
@@ -418,7 +418,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor
     """
     o = _options(method, options)
     x = _check_inputs(inputs)                                              # (B,1,28,28) private
-    t = _targets(target, x.shape[0])                                       # (B,)
+    t = target_tensor(target, x.shape[0])                                       # (B,)
     attr = _run(_model_for(model, method), x, t, method, o, delta=False)
     return attr.detach()
 
@@ -435,7 +435,7 @@ def attribute_with_delta(model: nn.Module, inputs: torch.Tensor, target: int | t
         raise ValueError(f"convergence delta is defined for {DELTA_METHODS}, not {method!r}")
     o = _options(method, options)
     x = _check_inputs(inputs)
-    t = _targets(target, x.shape[0])
+    t = target_tensor(target, x.shape[0])
     attr, delta = _run(_model_for(model, method), x, t, method, o, delta=True)
     return attr.detach(), delta.detach()
 

@@ -147,6 +147,7 @@ def robustness_by_class(model: nn.Module, images: np.ndarray, labels: np.ndarray
             row["never_flipped"] = float(np.isnan(eps[ok]).mean())
             row.update({f"flipped_at_{e:g}": float(at[e][ok].mean()) for e in eps_grid})
         else:
-            row.update({"median_eps": np.nan, "never_flipped": np.nan, **{f"flipped_at_{e:g}": np.nan for e in eps_grid}})
+            row.update({"median_eps": np.nan, "never_flipped": np.nan,
+                        **{f"flipped_at_{e:g}": np.nan for e in eps_grid}})
         rows.append(row)
     return pd.DataFrame(rows)

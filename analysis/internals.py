@@ -30,6 +30,7 @@ from model.net import to_input
 STAGES = ("input", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3", "logits", "softmax")
 CONV_LAYERS = ("conv1", "conv2")
 UNIT_LAYERS = ("conv1", "conv2", "fc1")   # layers whose post-ReLU units `top_activating` ranks
+RELU_OF = {"conv1": "relu1", "conv2": "relu2", "fc1": "relu3"}
 CACHE_VERSION = "v1"
 
 
@@ -137,13 +138,19 @@ def conv_kernels(run_dir: Path | str, epoch: int, layer: str = "conv1") -> np.nd
     return w[:, 0] if layer == "conv1" else w
 
 
+def conv1_input(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The (28,28) image conv1 actually sees: x itself, or (x - mean) / std for a `normalize=True` model."""
+    with torch.no_grad():
+        return ((_as_input(x) - model.mean) / model.std)[0, 0].numpy()
+
+
 def conv1_window(x: torch.Tensor | np.ndarray, kernel: torch.Tensor | np.ndarray, bias: float,
                  row: int, col: int) -> dict:
     """The multiply-and-sum behind one conv1 output pixel: window * kernel, summed, plus bias.
 
     Args:
-        x: the image conv1 sees, (28,28) or (1,1,28,28) (for a `normalize=True` model pass the
-            normalized input `(x - mean) / std`).
+        x: the image conv1 sees, (28,28) or (1,1,28,28): `conv1_input(model, x)` (the input
+            itself unless the model normalizes).
         kernel: one conv1 kernel, (3,3) or (1,3,3).
         bias: that kernel's bias.
         row, col: the output pixel, 0 <= row, col < 26 (the window is x[row:row+3, col:col+3]).
@@ -165,9 +172,6 @@ def conv1_window(x: torch.Tensor | np.ndarray, kernel: torch.Tensor | np.ndarray
 
 
 # ----------------------------------------------------------------------------- what excites a unit
-
-RELU_OF = {"conv1": "relu1", "conv2": "relu2", "fc1": "relu3"}
-
 
 def unit_scores(model: nn.Module, images: np.ndarray | torch.Tensor, layer: str = "conv2",
                 batch_size: int = 500) -> np.ndarray:
@@ -223,7 +227,7 @@ def _objective(model: nn.Module, x: torch.Tensor, target: tuple[str, int]) -> to
     if kind == "class":
         return model(x)[0, index]                            # any classifier: logits (1,C)
     if kind in UNIT_LAYERS:
-        relu = {"conv1": "relu1", "conv2": "relu2", "fc1": "relu3"}[kind]
+        relu = RELU_OF[kind]
         # the input of the ReLU (after BatchNorm when present): gives a gradient even where the ReLU is off
         for name, t in _stages(model, x, stop=relu):
             if name == relu:
@@ -296,7 +300,8 @@ def project_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.n
         if f.shape[1] > 50 and len(f) > 50:
             f = PCA(n_components=50, random_state=seed).fit_transform(f)
         perplexity = min(30.0, (len(f) - 1) / 3)
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(f).astype(np.float32)
+        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+        return tsne.fit_transform(f).astype(np.float32)
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 

@@ -9,8 +9,9 @@
 * Model randomization (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018): the
   layers are re-initialised one after the other from the top (fc2, fc1, conv2, conv1, cascading)
   and each time the new map is compared with the original one: Spearman rank correlation of |map|
-  and SSIM of |map| scaled to [0,1]. A method whose map stays similar when the weights are random
-  does not explain the model. Randomization uses a private copy and a fixed seed.
+  (over the pixels non-zero in either map, see `map_rank_correlation`) and SSIM of |map| scaled to
+  [0,1]. A method whose map stays similar when the weights are random does not explain the model.
+  Randomization uses a private copy and a fixed seed.
 * Deletion / insertion: remove the most attributed pixels first (set them to the baseline) and
   watch the target probability fall; insert them first into the baseline and watch it rise. A
   faithful map makes deletion fall faster than deleting pixels in random order (lower AUC).
@@ -31,7 +32,7 @@ from captum.metrics import infidelity, sensitivity_max
 from scipy.ndimage import uniform_filter
 from scipy.stats import rankdata
 
-from analysis.attributions import _targets, attribute, gaussian_blur, private_copy
+from analysis.attributions import attribute, gaussian_blur, private_copy, target_tensor
 
 CASCADE = ("fc2", "fc1", "conv2", "conv1")   # top to bottom, as in Adebayo et al.
 SSIM_WINDOW = 7                             # as scikit-image's structural_similarity default
@@ -114,8 +115,9 @@ def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | tor
         **options: passed to `attribute` (e.g. steps for integrated_gradients).
     Returns:
         One row per stage: stage (0 = nothing randomized: the map recomputed on the original model),
-        layer (randomized at this stage), randomized ("fc2+fc1", ...), spearman and ssim (mean over
-        the images, of |map| against the original |map|), spearman_min, ssim_min.
+        layer (randomized at this stage), randomized ("fc2+fc1", ...), spearman (mean over the images
+        of `map_rank_correlation` with the original map), ssim (mean SSIM of |map| scaled to [0,1]),
+        spearman_min, ssim_min (the least similar image).
     """
     modules = dict(model.named_modules())
     layers = tuple(n for n in CASCADE if n in modules) if layers is None else tuple(layers)
@@ -260,7 +262,7 @@ def infidelity_score(model: nn.Module, inputs: torch.Tensor, attribution: torch.
         float tensor (B,).
     """
     x = inputs.detach().float()
-    t = _targets(target, x.shape[0])
+    t = target_tensor(target, x.shape[0])
     g = torch.Generator().manual_seed(perturb_seed)
 
     def perturb(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,7 +288,7 @@ def sensitivity_score(model: nn.Module, inputs: torch.Tensor, target: int | torc
         float tensor (B,): max over samples of ||map(x+e) - map(x)|| / ||map(x)||; lower is steadier.
     """
     x = inputs.detach().float()
-    t = _targets(target, x.shape[0])
+    t = target_tensor(target, x.shape[0])
     g = torch.Generator().manual_seed(perturb_seed)
 
     def perturb(batch: torch.Tensor, perturb_radius: float) -> torch.Tensor:

@@ -242,3 +242,192 @@ def class_mean_images(root: str | None = None) -> np.ndarray:
     raw = load_raw_mnist(root)
     images, labels = raw["train-images-idx3-ubyte"], raw["train-labels-idx1-ubyte"]
     return np.stack([images[labels == c].mean(axis=0) for c in range(10)])
+
+
+# ---- part 2: attributions, filters & activations, draw ----
+# Images passed to these wrappers are one digit as float32 (28,28) in [0,1] (use `as_float_image`);
+# numpy arrays are hashed by value, so the same picture hits the same cache entry.
+
+def as_float_image(image: np.ndarray) -> np.ndarray:
+    """A digit as float32 (28,28) in [0,1]: uint8 images are divided by 255."""
+    a = np.asarray(image)
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+    return np.ascontiguousarray(a.reshape(28, 28))
+
+
+def _batch(image: np.ndarray, copies: int = 1):
+    """A float (28,28) image as a model input (copies,1,28,28)."""
+    import torch
+    return torch.from_numpy(as_float_image(image).copy())[None, None].repeat(copies, 1, 1, 1)
+
+
+def _opts(options: dict | None) -> tuple:
+    return tuple(sorted((options or {}).items()))
+
+
+def checkpoints_key(run_dir: str) -> tuple[tuple[int, float], ...]:
+    """(epoch, mtime) of every checkpoint: results over all checkpoints refresh when one lands."""
+    return tuple((e, _mtime(runs.checkpoint_path(Path(run_dir), e)))
+                 for e in runs.checkpoint_epochs(Path(run_dir)))
+
+
+@st.cache_data(show_spinner="Computing the attribution map…", max_entries=512)
+def _attribution(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
+                 options: tuple) -> tuple[np.ndarray, float | None]:
+    from analysis import attributions
+    model, x = load_model(run_dir, epoch), _batch(image)
+    if method in attributions.DELTA_METHODS:
+        attr, delta = attributions.attribute_with_delta(model, x, int(target), method, **dict(options))
+        return attr[0, 0].numpy(), float(delta[0])
+    return attributions.attribute(model, x, int(target), method, **dict(options))[0, 0].numpy(), None
+
+
+def attribution(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
+                options: dict | None = None) -> tuple[np.ndarray, float | None]:
+    """(map (28,28), convergence delta or None) of `method` for one image towards `target`."""
+    return _attribution(str(run_dir), int(epoch), as_float_image(image), method, int(target), _opts(options))
+
+
+@st.cache_data(show_spinner="Computing the maps for all ten classes…", max_entries=64)
+def _all_classes(run_dir: str, epoch: int, image: np.ndarray, method: str, options: tuple) -> np.ndarray:
+    import torch
+    from analysis import attributions
+    attr = attributions.attribute(load_model(run_dir, epoch), _batch(image, 10), torch.arange(10), method,
+                                  **dict(options))
+    return attr[:, 0].numpy()                                              # (10,28,28)
+
+
+def all_class_attributions(run_dir: str, epoch: int, image: np.ndarray, method: str,
+                           options: dict | None = None) -> np.ndarray:
+    """(10,28,28): the map of `method` for one image towards each class 0..9."""
+    return _all_classes(str(run_dir), int(epoch), as_float_image(image), method, _opts(options))
+
+
+@st.cache_data(show_spinner="Randomizing the model, layer by layer…", max_entries=128)
+def _sanity(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
+            options: tuple) -> tuple[pd.DataFrame, bool, str]:
+    from analysis import trust
+    table = trust.randomization_test(load_model(run_dir, epoch), _batch(image), int(target), method,
+                                     **dict(options))
+    passed, sentence = trust.sanity_verdict(table)
+    return table, passed, sentence
+
+
+def sanity_check(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
+                 options: dict | None = None) -> tuple[pd.DataFrame, bool, str]:
+    """analysis.trust.randomization_test table for one image, and its verdict (passed, sentence)."""
+    return _sanity(str(run_dir), int(epoch), as_float_image(image), method, int(target), _opts(options))
+
+
+@st.cache_data(show_spinner="Deleting pixels…", max_entries=128)
+def _deletion(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
+              options: tuple) -> tuple[pd.DataFrame, dict]:
+    import torch
+    from analysis import trust
+    attr, _ = attribution(run_dir, epoch, image, method, target, dict(options))
+    table = trust.deletion_insertion(load_model(run_dir, epoch), _batch(image), torch.from_numpy(attr),
+                                     int(target))
+    return table, trust.deletion_summary(table)
+
+
+def deletion_check(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
+                   options: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Deletion/insertion curves of the method's map (analysis.trust) and their AUC summary."""
+    return _deletion(str(run_dir), int(epoch), as_float_image(image), method, int(target), _opts(options))
+
+
+@st.cache_data(show_spinner="Averaging maps over the class (cached in the run folder)…", max_entries=128)
+def _class_mean(run_dir: str, epoch: int, digit: int, method: str, n: int, options: tuple) -> np.ndarray:
+    from analysis.attributions import class_mean_attribution_cached
+    return class_mean_attribution_cached(run_dir, epoch, digit, method, n=n, **dict(options))
+
+
+def class_mean_attribution(run_dir: str, epoch: int, digit: int, method: str, n: int,
+                           options: dict | None = None) -> np.ndarray:
+    """(28,28) mean map of `method` over the first n test images of `digit`, towards `digit`."""
+    return _class_mean(str(run_dir), int(epoch), int(digit), method, int(n), _opts(options))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _fgsm(run_dir: str, epoch: int, image: np.ndarray, label: int, epsilon: float) -> np.ndarray:
+    import torch
+    from analysis.fragility import fgsm
+    out = fgsm(load_model(run_dir, epoch), _batch(image), torch.tensor([int(label)]), float(epsilon))
+    return out[0, 0].numpy()
+
+
+def fgsm_image(run_dir: str, epoch: int, image: np.ndarray, label: int, epsilon: float) -> np.ndarray:
+    """FGSM-perturbed image (28,28) float in [0,1], stepping away from `label` by `epsilon`."""
+    return _fgsm(str(run_dir), int(epoch), as_float_image(image), int(label), round(float(epsilon), 4))
+
+
+@st.cache_data(show_spinner="Searching the smallest flipping step…", max_entries=256)
+def _min_flip(run_dir: str, epoch: int, image: np.ndarray, label: int, eps_max: float) -> float | None:
+    from analysis.fragility import min_flip_epsilon as search
+    return search(load_model(run_dir, epoch), _batch(image), int(label), eps_max=eps_max)
+
+
+def min_flip_epsilon(run_dir: str, epoch: int, image: np.ndarray, label: int, eps_max: float = 0.5) -> float | None:
+    """The smallest FGSM epsilon that moves the prediction away from `label` (None: not up to eps_max)."""
+    return _min_flip(str(run_dir), int(epoch), as_float_image(image), int(label), float(eps_max))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _activations(run_dir: str, epoch: int, image: np.ndarray) -> dict[str, np.ndarray]:
+    from analysis.internals import activations as walk
+    return {name: t.numpy() for name, t in walk(load_model(run_dir, epoch), _batch(image)).items()}
+
+
+def activations(run_dir: str, epoch: int, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Every stage of the forward pass for one image (analysis.internals.activations), as numpy."""
+    return _activations(str(run_dir), int(epoch), as_float_image(image))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def conv_kernels(run_dir: str, epoch: int, layer: str = "conv1") -> np.ndarray:
+    """conv1 kernels (32,3,3) or conv2 kernels (64,32,3,3) of a checkpoint."""
+    from analysis.internals import conv_kernels as kernels
+    return kernels(run_dir, epoch, layer)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def conv1_params(run_dir: str, epoch: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(kernels (32,3,3), biases (32,), input mean, input std) of conv1 at an epoch."""
+    model = load_model(run_dir, epoch)
+    return (model.conv1.weight.detach()[:, 0].numpy().copy(), model.conv1.bias.detach().numpy().copy(),
+            float(model.mean), float(model.std))
+
+
+@st.cache_data(show_spinner="Measuring how the filters moved…", max_entries=32)
+def _filter_drift(run_dir: str, layer: str, key: tuple) -> pd.DataFrame:
+    from analysis.internals import filter_drift as drift
+    return drift(run_dir, layer)
+
+
+def filter_drift(run_dir: str, layer: str = "conv1") -> pd.DataFrame:
+    """analysis.internals.filter_drift: columns epoch, filter, from_previous, from_first."""
+    return _filter_drift(str(run_dir), layer, checkpoints_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner="Finding the images that excite this channel most (cached in the run folder)…",
+               max_entries=256)
+def top_activating(run_dir: str, epoch: int, layer: str, channel: int, k: int = 9,
+                   n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into the official test file (k,), scores (k,)) of the images exciting one channel most."""
+    from analysis.internals import top_activating_cached
+    return top_activating_cached(run_dir, epoch, layer, channel, k=k, n=n)
+
+
+@st.cache_data(show_spinner="Growing an image that excites this unit (cached in the run folder)…",
+               max_entries=256)
+def activation_maximization(run_dir: str, epoch: int, layer: str, unit: int, steps: int = 100) -> np.ndarray:
+    """(28,28) float image found by gradient ascent on a conv channel (layer, unit) or a class ("class", c)."""
+    from analysis.internals import activation_maximization_cached
+    return activation_maximization_cached(run_dir, epoch, (layer, int(unit)), steps=int(steps))
+
+
+@st.cache_data(show_spinner="Projecting the fc1 features to 2-D (cached in the run folder)…", max_entries=32)
+def embedding_2d(run_dir: str, epoch: int, method: str = "pca", n: int = 1000) -> dict[str, np.ndarray]:
+    """{"xy": (n,2), "index": (n,) into the official test file, "labels": (n,)} of the fc1 features."""
+    from analysis.internals import embedding_2d_cached
+    return embedding_2d_cached(run_dir, epoch, method, n=n)

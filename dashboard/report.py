@@ -130,7 +130,8 @@ def confusion_figure(cm: np.ndarray, normalize: bool = False, title: str = "", c
         colorbar=dict(title="share of row" if normalize else "errors", tickformat=".0%" if normalize else None)))
     diag = [fmt(shown[i, i]) or "0" for i in range(n)]
     fig.add_trace(go.Scatter(x=list(range(n)), y=list(range(n)), mode="text", text=diag, hoverinfo="skip",
-                             textfont=dict(color="#adb5bd", size=12), showlegend=False))
+                             textfont=dict(color="#868e96", size=11), showlegend=False,
+                             unselected=dict(textfont=dict(color="#868e96"))))  # not faded by a click
     if clickable:
         t, p = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         t, p = t.ravel(), p.ravel()
@@ -140,12 +141,13 @@ def confusion_figure(cm: np.ndarray, normalize: bool = False, title: str = "", c
             marker=dict(symbol="square", size=34, color="rgba(0,0,0,0)"), showlegend=False,
             hovertemplate="true %{customdata[0]} → predicted %{customdata[1]}<br>%{customdata[2]} examples "
                           "(%{customdata[3]:.1%} of the true class)<br><i>click to see them</i><extra></extra>"))
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+    fig.update_layout(title=dict(text=title, y=0.99, yanchor="top"), height=height,
+                      margin=dict(l=10, r=10, t=90 if title else 50, b=10),
                       plot_bgcolor="white", clickmode="event+select", dragmode=False)
     fig.update_xaxes(title="predicted class", dtick=1, side="top", showgrid=False, zeroline=False,
-                     range=[-0.5, n - 0.5])
-    fig.update_yaxes(title="true class", dtick=1, autorange="reversed", showgrid=False, zeroline=False,
-                     scaleanchor="x")
+                     range=[-0.5, n - 0.5], constrain="domain")
+    fig.update_yaxes(title="true class", dtick=1, range=[n - 0.5, -0.5], showgrid=False, zeroline=False,
+                     scaleanchor="x", constrain="domain")
     return fig
 
 

@@ -42,6 +42,7 @@ class Launch:
     existing: frozenset[str]       # run folders present before the launch (to find the new one)
     run_dir: Path | None = None    # the run folder, once the trainer has created it
     stop_requested: bool = False
+    dismissed: bool = False        # hidden from the dashboard's progress panel
 
     @property
     def pid(self) -> int:

@@ -111,6 +111,14 @@ def test_conv1_window_equals_conv2d(row, col, channel):
     assert out["output"] == pytest.approx(internals.activations(model, x)["conv1"][channel, row, col].item(), abs=1e-5)
 
 
+def test_conv1_window_of_a_normalizing_model():
+    model, x = make_net(3, normalize=True), image(4)
+    seen = internals.conv1_input(model, x)
+    np.testing.assert_allclose(seen, ((x[0, 0] - 0.1307) / 0.3081).numpy(), rtol=1e-6)
+    out = internals.conv1_window(seen, model.conv1.weight[2].detach(), model.conv1.bias[2].item(), 9, 14)
+    assert out["output"] == pytest.approx(internals.activations(model, x)["conv1"][2, 9, 14].item(), abs=1e-5)
+
+
 def test_conv1_window_rejects_pixels_outside_the_output():
     with pytest.raises(ValueError):
         internals.conv1_window(np.zeros((28, 28)), np.ones((3, 3)), 0.0, 26, 0)
@@ -149,8 +157,8 @@ def test_top_activating_fc1_unit_is_its_post_relu_value():
     images = np.random.default_rng(1).integers(0, 256, size=(9, 28, 28), dtype=np.uint8)
     idx, scores = internals.top_activating(model, images, "fc1", 11, k=3)
     with torch.no_grad():
-        ref = np.array([hooked_outputs(model, torch.tensor(i, dtype=torch.float32)[None, None] / 255)["relu3"][11].item()
-                        for i in images])
+        ref = np.array([hooked_outputs(model, torch.tensor(i, dtype=torch.float32)[None, None] / 255)["relu3"][11]
+                        .item() for i in images])
     np.testing.assert_array_equal(idx, np.argsort(-ref, kind="stable")[:3])
 
 

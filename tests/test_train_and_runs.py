@@ -25,7 +25,7 @@ TINY = ["--subset", "256", "--eval-subset", "200", "--seed", "3", "--log-every",
 
 def test_fixture_run_is_complete(fixture_run):
     cfg = runs.load_config(fixture_run)
-    assert cfg["model"]["fc1_units"] == 4608 and cfg["train"]["lr"] == 0.01 and cfg["train"]["batch_size"] == 64
+    assert cfg["model"]["fc1_units"] == 4608 and cfg["train"]["lr"] == 0.05 and cfg["train"]["batch_size"] == 64
     assert cfg["data"]["split"] == "classic" and cfg["versions"]["torch"] == torch.__version__
     m = runs.load_metrics(fixture_run)
     assert list(m["epoch"]) == [1, 2, 3]

@@ -1,5 +1,317 @@
-"""Placeholder page: attributions."""
+"""Attributions: which pixels pushed the CNN towards a class, by several methods, and how far to trust each map."""
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("attributions")
-st.info("This page is being built.")
+from analysis.attributions import BASELINES, METHOD_INFO, METHODS
+from analysis.errors import confident_mistakes
+from dashboard import cache, maps, state, ui
+
+DEFAULT_METHODS = ["saliency", "integrated_gradients", "gradcam"]
+PREDICTED = -1            # the "explain the predicted class" choice of attr_target
+MAPS_PER_ROW = 3
+
+sel = state.current()
+st.title("🔥 Attributions")
+ui.intro(
+    "Pick one digit and ask: which pixels pushed the network towards its answer, or towards any other "
+    "class (\"why not 7?\")? Several attribution methods answer side by side, each with the figures "
+    "that say how far to trust its map.",
+    """
+- **Colours** (the same on every map of this app): *signed* methods show evidence **for** the class in
+  **red** and **against** it in **blue**, white = no effect, centred at 0. *Magnitude* methods (Saliency,
+  SmoothGrad, Grad-CAM) only say *how much* a pixel matters: white → red. Each map has its own scale.
+- The thin grey line is the outline of the digit (toggle it off to see the map alone).
+- **Explain class**: by default the predicted class. Pick another class to see what speaks for and against
+  it; *All ten classes* shows every class at once on one shared scale.
+- **Trust figures** under each map:
+  *convergence delta* (Integrated Gradients, DeepLift): the map should add up to the change of the class
+  score from the baseline to the input; the delta is the shortfall, near 0 is good.
+  *Sanity check* (Adebayo et al. 2018): the network's layers are replaced by random ones from the top; a
+  map that hardly changes does not explain the model (**fails**).
+  *Deletion*: the most important pixels are blacked out first; a faithful map makes the class probability
+  fall faster (lower area under the curve, AUC) than blacking out pixels in random order.
+- Guided Backprop and Guided Grad-CAM look sharp but are known to fail the sanity check: read them as
+  pictures of the input's edges, not of the model's reasoning.
+- **Class means** average one method's map over many test images of a class; **Compare epochs** shows the
+  same example at two epochs; **Fragility** nudges every pixel a little (FGSM) until the answer flips.
+""")
+
+if sel.run is None:
+    st.info("No runs yet. Train one on the **Runs** page.")
+    st.stop()
+run_dir = sel.run_dir
+ckpts = cache.checkpoint_epochs(run_dir)
+pred_epochs = cache.prediction_epochs(run_dir)
+if not ckpts or not pred_epochs:
+    missing = " and ".join(w for w, have in (("checkpoints", ckpts), ("saved predictions", pred_epochs)) if not have)
+    st.info(f"This run has no {missing} yet, so there is nothing to explain. Attributions need the weights "
+            "of an epoch (`checkpoints/`) and its predictions (`predictions/`).")
+    st.stop()
+epoch = sel.epoch if sel.epoch in ckpts else ckpts[-1]
+if epoch != sel.epoch:
+    st.info(f"Epoch {sel.epoch} has no checkpoint; showing epoch {epoch}.")
+pred_epoch = epoch if epoch in pred_epochs else pred_epochs[-1]
+
+
+def name(method: str) -> str:
+    return METHOD_INFO[method].name
+
+
+# ----------------------------------------------------------------------------- the example
+
+c1, c2 = st.columns([1, 3])
+split = c1.selectbox("Split", ["val", "test"], key="attr_split",
+                     format_func=lambda s: {"val": "validation", "test": "test"}[s])
+probs, labels, official = cache.split_predictions(run_dir, pred_epoch, split)
+n = len(labels)
+if not isinstance(st.session_state.get("attr_index"), int) or not 0 <= st.session_state["attr_index"] < n:
+    st.session_state["attr_index"] = 0
+index = int(c1.number_input(f"Example (0–{n - 1})", 0, n - 1, key="attr_index",
+                            help="Position in the split, as in links from the Confusion & errors page."))
+
+
+def use_example(position: int) -> None:
+    st.session_state["attr_index"] = int(position)
+
+
+with c2.expander("Find an example: by class, outcome or confidence"):
+    f1, f2, f3, f4 = st.columns(4)
+    want_true = f1.selectbox("True class", ["any", *range(10)], key="attr_f_true")
+    want_pred = f2.selectbox("Predicted class", ["any", *range(10)], key="attr_f_pred")
+    outcome = f3.selectbox("Outcome", ["any", "correct", "wrong"], key="attr_f_outcome")
+    order = f4.selectbox("Order", ["position", "most confident mistakes"], key="attr_f_order")
+    predicted = probs.argmax(1)
+    keep = np.ones(n, dtype=bool)
+    if want_true != "any":
+        keep &= labels == want_true
+    if want_pred != "any":
+        keep &= predicted == want_pred
+    if outcome != "any":
+        keep &= (predicted == labels) == (outcome == "correct")
+    if order == "most confident mistakes":
+        candidates = [int(i) for i in confident_mistakes(probs, labels) if keep[i]]
+    else:
+        candidates = [int(i) for i in np.flatnonzero(keep)]
+    if not candidates:
+        st.caption("No example matches these filters.")
+    else:
+        st.caption(f"{len(candidates)} matching examples.")
+        images_all = cache.split_images(run_dir, split)
+        first = candidates[:8]
+        ui.digit_grid([images_all[i] for i in first],
+                      [f"#{i}: {labels[i]}→{predicted[i]} ({probs[i].max():.2f})" for i in first], columns=8, size=56)
+        pick = st.selectbox("Matches", candidates[:500], key="attr_f_choice",
+                            format_func=lambda i: f"#{i}: true {labels[i]} → predicted {predicted[i]} "
+                                                  f"({probs[i].max():.0%})")
+        st.button("Show this example", key="attr_f_go", on_click=use_example, args=(pick,))
+
+image_u8 = cache.split_images(run_dir, split)[index]                  # (28,28) uint8
+image = cache.as_float_image(image_u8)
+acts = cache.activations(run_dir, epoch, image)
+model_probs = acts["softmax"]
+pred = int(np.argmax(model_probs))
+true = int(labels[index])
+
+h1, h2, h3 = st.columns([1, 1, 3])
+h1.image(ui.digit(image_u8, 140), caption=f"{split} #{index} (official file row {official[index]})")
+h2.metric("True label", true)
+h2.metric(f"Predicted (epoch {epoch})", pred, f"{model_probs[pred]:.1%}", delta_color="off")
+h3.plotly_chart(maps.probability_bars(model_probs, "class probabilities", pred, height=220),
+                width="stretch", key="attr_probs")
+if pred != true:
+    h2.caption("❌ a mistake")
+
+# ----------------------------------------------------------------------------- controls
+
+k1, k2, k3, k4 = st.columns([3, 1.4, 1, 1])
+methods = k1.multiselect("Methods", list(METHODS), default=DEFAULT_METHODS, key="attr_methods", format_func=name)
+target_choice = k2.selectbox("Explain class", [PREDICTED, *range(10)], key="attr_target",
+                             format_func=lambda c: f"predicted ({pred})" if c == PREDICTED else f"{c}",
+                             help="Why this class? Pick another class to ask \"why not 7?\".")
+target = pred if target_choice == PREDICTED else int(target_choice)
+overlay = k3.toggle("Digit outline", value=True, key="attr_overlay")
+trust_on = k4.toggle("Trust checks", value=True, key="attr_trust",
+                     help="Sanity check and deletion curve under each map (a few seconds the first time).")
+
+with st.expander("Method settings"):
+    s1, s2, s3, s4 = st.columns(4)
+    s1.markdown("**Integrated Gradients / DeepLift**")
+    ig_steps = s1.slider("IG steps", 4, 200, 50, key="attr_ig_steps",
+                         help="Points on the path from the baseline to the input (more = smaller delta).")
+    baseline = s1.selectbox("Baseline", list(BASELINES), key="attr_ig_baseline",
+                            help="The 'absence of a digit' the input is compared with.")
+    s2.markdown("**SmoothGrad / GradientSHAP**")
+    sg_noise = s2.slider("Noise (std)", 0.0, 0.5, 0.15, 0.01, key="attr_sg_noise")
+    sg_samples = s2.slider("Samples", 2, 100, 25, key="attr_sg_samples")
+    s3.markdown("**Occlusion**")
+    occ_window = s3.slider("Window (px)", 1, 14, 4, key="attr_occ_window")
+    occ_stride = s3.slider("Stride (px)", 1, 7, 2, key="attr_occ_stride")
+    s4.markdown("**Grad-CAM / Guided Grad-CAM**")
+    cam_layer = s4.selectbox("Layer", ["conv2", "conv1"], key="attr_cam_layer",
+                             help="conv2 is coarse (11×11) but more semantic; conv1 finer (26×26).")
+
+SETTINGS = {
+    "integrated_gradients": {"steps": ig_steps, "baseline": baseline},
+    "deeplift": {"baseline": baseline},
+    "smoothgrad": {"noise_std": sg_noise, "samples": sg_samples},
+    "gradient_shap": {"noise_std": sg_noise, "samples": sg_samples},
+    "occlusion": {"window": occ_window, "stride": occ_stride},
+    "gradcam": {"layer": cam_layer},
+    "guided_gradcam": {"layer": cam_layer},
+}
+
+
+def options(method: str) -> dict:
+    return SETTINGS.get(method, {})
+
+
+def sanity_warning(method: str) -> None:
+    if METHOD_INFO[method].fails_sanity:
+        st.warning(f"⚠️ **{name(method)} is known to fail the sanity check** (Adebayo et al. 2018): its map "
+                   "barely changes when the network's weights are replaced by random ones. It mostly shows "
+                   "the edges of the input, not what this model learned: do not read it as the model's reasoning.")
+
+
+def trust_curves(method: str, table: pd.DataFrame, deletion: pd.DataFrame) -> go.Figure:
+    """The sanity curve (similarity per randomized layer) and the deletion curves, side by side."""
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["sanity: similarity to the original map",
+                                                        "deletion: class probability"])
+    for col, label in (("spearman", "rank correlation"), ("ssim", "SSIM")):
+        fig.add_trace(go.Scatter(x=table["randomized"], y=table[col], mode="lines+markers", name=label), 1, 1)
+    for col, label, dash in (("deletion", "most important first", "solid"),
+                             ("random_deletion", "random order", "dash"), ("insertion", "insertion", "dot")):
+        fig.add_trace(go.Scatter(x=deletion["fraction"], y=deletion[col], mode="lines", name=label,
+                                 line=dict(dash=dash)), 1, 2)
+    fig.update_xaxes(title_text="layers randomized (top first)", row=1, col=1)
+    fig.update_xaxes(title_text="share of pixels removed", row=1, col=2)
+    fig.update_layout(height=300, margin=dict(l=4, r=4, t=40, b=4), legend=dict(orientation="h", y=-0.35))
+    return fig
+
+
+def render_trust(method: str, delta: float | None) -> None:
+    """The trust figures under one map: convergence delta, sanity check, deletion AUC vs random."""
+    lines = []
+    if delta is not None:
+        lines.append(f"**Convergence delta** {delta:+.4f} (0 = the map accounts for the whole score change)")
+    table, passed, sentence = cache.sanity_check(run_dir, epoch, image, method, target, options(method))
+    lines.append(f"**Sanity check**: {'✅ passes' if passed else '❌ fails'}")
+    deletion, summary = cache.deletion_check(run_dir, epoch, image, method, target, options(method))
+    better = "✅ faster than random" if summary["better_than_random"] else "❌ not faster than random"
+    lines.append(f"**Deletion AUC** {summary['deletion_auc']:.3f} vs random order "
+                 f"{summary['random_deletion_auc']:.3f}: {better}")
+    st.markdown("  \n".join(lines))
+    st.caption(sentence)
+    with st.popover("Per-layer sanity curve and deletion curves", width="stretch"):
+        st.plotly_chart(trust_curves(method, table, deletion), width="stretch", key=f"attr_curves_{method}")
+        st.dataframe(table, hide_index=True)
+
+
+def render_map(method: str, column, key: str) -> None:
+    with column:
+        attr, delta = cache.attribution(run_dir, epoch, image, method, target, options(method))
+        info = METHOD_INFO[method]
+        st.plotly_chart(maps.attribution_figure(attr, info.signed, f"{info.name} → class {target}",
+                                                image if overlay else None),
+                        width="stretch", key=key)
+        st.caption(f"{'signed' if info.signed else 'magnitude'} · {info.explanation}")
+        sanity_warning(method)
+        if trust_on:
+            render_trust(method, delta)
+
+
+# ----------------------------------------------------------------------------- the views
+
+tab_maps, tab_all, tab_mean, tab_epochs, tab_fragile = st.tabs(
+    ["Maps", "All ten classes", "Class means", "Compare epochs", "Fragility"])
+
+with tab_maps:
+    if not methods:
+        st.info("Pick at least one method above.")
+    for start in range(0, len(methods), MAPS_PER_ROW):
+        cols = st.columns(MAPS_PER_ROW)
+        for col, method in zip(cols, methods[start:start + MAPS_PER_ROW]):
+            render_map(method, col, f"attr_map_{method}")
+
+with tab_all:
+    all_method = st.selectbox("Method", methods or list(METHODS), key="attr_all_method", format_func=name)
+    all_maps = cache.all_class_attributions(run_dir, epoch, image, all_method, options(all_method))
+    titles = [f"{'▶ ' if c == pred else ''}{c} · p={model_probs[c]:.2f}" for c in range(10)]
+    st.plotly_chart(maps.maps_grid(all_maps, titles, METHOD_INFO[all_method].signed, cols=5,
+                                   digit=image if overlay else None), width="stretch", key="attr_all_grid")
+    st.caption(f"{name(all_method)} towards each class, on one shared colour scale; ▶ marks the prediction.")
+    sanity_warning(all_method)
+
+with tab_mean:
+    st.markdown("The average map of one method over the first *N* test images of a class, explained towards "
+                "that class, next to the class's mean image. Results are cached in the run folder.")
+    m1, m2, m3 = st.columns(3)
+    mean_class = m1.selectbox("Class", list(range(10)), index=true, key="attr_mean_class")
+    mean_method = m2.selectbox("Method", methods or list(METHODS), key="attr_mean_method", format_func=name)
+    mean_n = m3.slider("Images (N)", 5, 500, 50, 5, key="attr_mean_n")
+    if st.toggle("Compute the class mean", key="attr_mean_on",
+                 help="Runs the method on N images the first time (seconds to a minute); then it is cached."):
+        mean_map = cache.class_mean_attribution(run_dir, epoch, mean_class, mean_method, mean_n,
+                                                options(mean_method))
+        mean_image = cache.class_mean_images()[mean_class]
+        a, b = st.columns(2)
+        a.plotly_chart(maps.image_figure(mean_image / 255.0, f"mean image of class {mean_class} (training set)"),
+                       width="stretch", key="attr_mean_image")
+        b.plotly_chart(maps.attribution_figure(mean_map, METHOD_INFO[mean_method].signed,
+                                               f"mean {name(mean_method)} map · N={mean_n}",
+                                               mean_image if overlay else None),
+                       width="stretch", key="attr_mean_map")
+        sanity_warning(mean_method)
+
+with tab_epochs:
+    e1, e2, e3 = st.columns(3)
+    epoch_a = e1.selectbox("Epoch A", ckpts, index=0, key="attr_cmp_a")
+    epoch_b = e2.selectbox("Epoch B", ckpts, index=ckpts.index(epoch), key="attr_cmp_b")
+    cmp_method = e3.selectbox("Method", methods or list(METHODS), key="attr_cmp_method", format_func=name)
+    cols = st.columns(2)
+    for col, e, tag in zip(cols, (epoch_a, epoch_b), "ab"):
+        p = cache.activations(run_dir, e, image)["softmax"]
+        attr, _ = cache.attribution(run_dir, e, image, cmp_method, target, options(cmp_method))
+        col.plotly_chart(maps.attribution_figure(attr, METHOD_INFO[cmp_method].signed,
+                                                 f"epoch {e}: {name(cmp_method)} → class {target}",
+                                                 image if overlay else None),
+                         width="stretch", key=f"attr_cmp_map_{tag}")
+        col.markdown(f"Epoch {e} predicts **{int(np.argmax(p))}** ({p.max():.1%}); "
+                     f"p(class {target}) = {p[target]:.1%}")
+    st.caption("Each map has its own colour scale: compare where the evidence lies, not its size.")
+    sanity_warning(cmp_method)
+
+with tab_fragile:
+    st.markdown("The Fast Gradient Sign Method (FGSM) moves every pixel by ε in the direction that most "
+                f"lowers the network's confidence in its answer ({pred}).")
+    g1, g2 = st.columns([2, 1])
+    eps = g1.slider("ε (change per pixel, on a 0–1 scale)", 0.0, 0.5, 0.1, 0.01, key="attr_eps")
+    frag_method = g2.selectbox("Map", methods or list(METHODS), key="attr_frag_method", format_func=name)
+    adv = cache.fgsm_image(run_dir, epoch, image, pred, eps)
+    adv_probs = cache.activations(run_dir, epoch, adv)["softmax"]
+    adv_pred = int(np.argmax(adv_probs))
+    flip = cache.min_flip_epsilon(run_dir, epoch, image, pred)
+    r1, r2, r3 = st.columns(3)
+    r1.metric("Prediction after FGSM", adv_pred, f"{adv_probs[adv_pred]:.1%}", delta_color="off")
+    r2.metric("Was", pred, f"{model_probs[pred]:.1%}", delta_color="off")
+    r3.metric("Smallest flipping ε", "> 0.5" if flip is None else f"{flip:.3f}",
+              help="The smallest FGSM step that changes the prediction (bisection up to 0.5).")
+    if adv_pred != pred:
+        st.markdown(f"At ε = {eps:.2f} the prediction **flips from {pred} to {adv_pred}**.")
+    a, b, c = st.columns(3)
+    a.plotly_chart(maps.image_figure(adv, f"perturbed image (ε={eps:.2f})"), width="stretch", key="attr_adv_img")
+    b.plotly_chart(maps.probability_bars(adv_probs, "probabilities after FGSM", adv_pred), width="stretch",
+                   key="attr_adv_probs")
+    c.plotly_chart(maps.attribution_figure(adv - image, True, "the change (perturbed − original)"),
+                   width="stretch", key="attr_adv_diff")
+    signed = METHOD_INFO[frag_method].signed
+    before, _ = cache.attribution(run_dir, epoch, image, frag_method, pred, options(frag_method))
+    after, _ = cache.attribution(run_dir, epoch, adv, frag_method, pred, options(frag_method))
+    d1, d2 = st.columns(2)
+    d1.plotly_chart(maps.attribution_figure(before, signed, f"{name(frag_method)} → {pred}, original",
+                                            image if overlay else None), width="stretch", key="attr_frag_before")
+    d2.plotly_chart(maps.attribution_figure(after, signed, f"{name(frag_method)} → {pred}, perturbed",
+                                            image if overlay else None), width="stretch", key="attr_frag_after")
+    sanity_warning(frag_method)

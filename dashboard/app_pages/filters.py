@@ -1,5 +1,174 @@
-"""Placeholder page: filters."""
+"""Filters & activations: what the convolution kernels look like, what excites them, and one input's way through."""
+import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("filters")
-st.info("This page is being built.")
+from dashboard import cache, maps, state, ui, walkthrough
+
+sel = state.current()
+st.title("🧠 Filters & activations")
+ui.intro(
+    "Open the network up: the 32 small kernels of the first layer and how they formed during training, "
+    "what the 64 channels of the second layer respond to, one image's way through every layer, and how "
+    "the last hidden layer arranges the test set.",
+    """
+- **Colours**: kernels and pre-ReLU outputs are *signed*: **red** positive, **blue** negative, white 0
+  (a kernel that is red in the middle and blue around it responds to a bright dot on a dark surround).
+  Outputs after a ReLU or pooling are non-negative: white → red. Input images are grey.
+- **conv1 kernels**: each 3×3 square is one kernel; hover for its nine weights. Press ▶ or drag the slider
+  under the figure to watch them form epoch by epoch. **Filter drift** is how far each kernel moved
+  (L2 distance of its nine weights) since the previous or the first epoch: large early, small once
+  training settles.
+- **conv2 channels**: each of the 64 kernels has 32×3×3 weights, summarized here as the mean |weight|
+  over its 32 input channels. Pick a channel to see the 9 test images that excite it most and an image
+  grown by gradient ascent to excite it (activation maximization: a caricature, not a real digit).
+- **Walk-through**: one test image through every stage with its shape (channels × height × width).
+  Click a pixel of a conv1 output map (or type its row and column) to see the multiply-and-sum.
+- **Embedding**: every point is a test image placed by its 4608 fc1 features, projected to 2-D (PCA:
+  linear and faithful to large distances; t-SNE: keeps neighbours together, distances between clusters mean
+  little). Select points (click, box or lasso) to see the digits.
+""")
+
+if sel.run is None:
+    st.info("No runs yet. Train one on the **Runs** page.")
+    st.stop()
+run_dir = sel.run_dir
+ckpts = cache.checkpoint_epochs(run_dir)
+if not ckpts:
+    st.info("This run has no checkpoints yet (`checkpoints/epoch_NNN.safetensors`): filters and activations "
+            "need the weights of an epoch.")
+    st.stop()
+epoch = sel.epoch if sel.epoch in ckpts else ckpts[-1]
+if epoch != sel.epoch:
+    st.info(f"Epoch {sel.epoch} has no checkpoint; showing epoch {epoch}.")
+
+
+def kernel_animation(run_dir: str, epochs: list[int], start: int) -> go.Figure:
+    """conv1's kernels as one mosaic per epoch: a Plotly animation with a slider, on one colour scale."""
+    grids = {e: maps.mosaic(cache.conv_kernels(run_dir, e, "conv1"), 8) for e in epochs}
+    top = max(float(np.nanmax(np.abs(g))) for g, _ in grids.values()) or 1.0
+
+    def heat(e: int) -> go.Heatmap:
+        grid, where = grids[e]
+        return go.Heatmap(z=grid, customdata=where, zmin=-top, zmax=top, colorscale=maps.SIGNED,
+                          hoverongaps=False, colorbar=dict(thickness=10),
+                          hovertemplate="kernel %{customdata[0]}<br>weight [%{customdata[1]}, %{customdata[2]}]"
+                                        "<br>%{z:.4f}<extra></extra>")
+    fig = go.Figure(data=[heat(start)], frames=[go.Frame(data=[heat(e)], name=str(e)) for e in epochs])
+    steps = [dict(method="animate", label=str(e), args=[[str(e)], dict(mode="immediate", frame=dict(
+        duration=0, redraw=True), transition=dict(duration=0))]) for e in epochs]
+    fig.update_layout(
+        sliders=[dict(active=epochs.index(start), steps=steps, currentvalue=dict(prefix="epoch "), pad=dict(t=30))],
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ play", method="animate", args=[None, dict(
+                              frame=dict(duration=700, redraw=True), fromcurrent=False, transition=dict(duration=0))])])])
+    maps.square(fig, 430, f"conv1: 32 kernels 3×3 (epoch {start} shown; ▶ or the slider for others)")
+    fig.update_layout(margin=dict(l=4, r=4, t=34, b=90))
+    return fig
+
+
+tab_c1, tab_c2, tab_walk, tab_emb = st.tabs(["conv1 kernels", "conv2 channels", "Walk-through", "Embedding"])
+
+# ----------------------------------------------------------------------------- conv1
+
+with tab_c1:
+    left, right = st.columns([3, 2])
+    left.plotly_chart(kernel_animation(run_dir, ckpts, epoch), width="stretch", key="filt_kernels")
+    with right:
+        kind = st.radio("Filter drift", ["from_previous", "from_first"], horizontal=True, key="filt_drift_kind",
+                        format_func=lambda k: {"from_previous": "since the previous epoch",
+                                               "from_first": "since the first epoch"}[k])
+        if len(ckpts) < 2:
+            st.info("Drift needs at least two checkpoints; this run has one.")
+        else:
+            drift = cache.filter_drift(run_dir, "conv1").dropna(subset=[kind])
+            fig = go.Figure()
+            for f, rows in drift.groupby("filter"):
+                fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[kind], mode="lines", name=f"kernel {f}",
+                                         line=dict(width=1, color="rgba(76,110,245,0.35)"), showlegend=False,
+                                         hovertemplate=f"kernel {f}<br>epoch %{{x}}<br>distance %{{y:.4f}}<extra></extra>"))
+            mean = drift.groupby("epoch")[kind].mean()
+            fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines+markers", name="mean of the 32",
+                                     line=dict(width=3, color="#E8590C")))
+            fig.add_vline(x=epoch, line=dict(color="#868E96", dash="dot"))
+            fig.update_layout(height=380, margin=dict(l=4, r=4, t=10, b=4), xaxis_title="epoch",
+                              yaxis_title="L2 distance of the kernel's weights", legend=dict(orientation="h", y=1.08))
+            st.plotly_chart(fig, width="stretch", key="filt_drift")
+
+# ----------------------------------------------------------------------------- conv2
+
+with tab_c2:
+    k2 = cache.conv_kernels(run_dir, epoch, "conv2")                        # (64,32,3,3)
+    summary = np.abs(k2).mean(axis=1)                                       # (64,3,3) for display only
+    a, b = st.columns([3, 2])
+    a.plotly_chart(maps.mosaic_figure(summary, 8, f"conv2: mean |weight| over the 32 input channels · epoch {epoch}",
+                                      height=460, unit="channel"), width="stretch", key="filt_conv2")
+    with b:
+        channel = int(st.number_input("conv2 channel", 0, k2.shape[0] - 1, 0, key="filt_channel"))
+        n_images = st.selectbox("Search the first … test images", [1000, 2000, 10000], index=1, key="filt_topn")
+        am_steps = st.selectbox("Activation-maximization steps", [50, 100, 200], index=1, key="filt_am_steps")
+        b.plotly_chart(maps.numbers_figure(summary[channel], f"channel {channel}: mean |weight| (3×3)", signed=False),
+                       width="stretch", key="filt_channel_kernel")
+    idx, scores = cache.top_activating(run_dir, epoch, "conv2", channel, 9, n_images)
+    st.markdown(f"**The 9 test images that excite channel {channel} most** (score: the highest value of its "
+                "map after the ReLU)")
+    ui.digit_grid(cache.official_images("test", idx), [f"test #{i} · {s:.2f}" for i, s in zip(idx, scores)],
+                  columns=9, size=76)
+    am = cache.activation_maximization(run_dir, epoch, "conv2", channel, am_steps)
+    c1, c2 = st.columns([1, 2])
+    c1.plotly_chart(maps.image_figure(am, f"grown to excite channel {channel}"), width="stretch", key="filt_actmax")
+    c2.markdown("**Activation maximization** starts from a grey image and changes its pixels, step by step, "
+                "to raise the channel's mean output (with a little blur and a penalty on bright pixels to "
+                "keep it smooth). It shows the pattern the channel is tuned to: strokes at an angle, "
+                "ends, curves. Results are cached in the run folder.")
+
+# ----------------------------------------------------------------------------- walk-through
+
+with tab_walk:
+    test_labels = cache.split_labels("seed")["test"]          # the official test labels
+    w1, w2 = st.columns([1, 3])
+    walk_index = int(w1.number_input("Test image (official test file row)", 0, len(test_labels) - 1, 0,
+                                     key="filt_walk_index"))
+    walk_image = cache.official_images("test", [walk_index])[0]
+    w1.image(ui.digit(walk_image, 112), caption=f"test #{walk_index} · label {test_labels[walk_index]}")
+    w2.markdown(f"**Epoch {epoch}.** Each figure is one stage of the forward pass, in order; its title gives the "
+                "shape (channels×height×width). Hover any cell for its value.")
+    acts = walkthrough.render_walkthrough(run_dir, epoch, walk_image, key="filt_walk")
+    st.subheader("One conv1 output, computed by hand")
+    walkthrough.render_conv1_click(run_dir, epoch, walk_image, acts, key="filt_conv")
+
+# ----------------------------------------------------------------------------- embedding
+
+with tab_emb:
+    e1, e2 = st.columns(2)
+    emb_method = e1.radio("Projection", ["pca", "tsne"], horizontal=True, key="filt_emb_method",
+                          format_func=lambda m: {"pca": "PCA", "tsne": "t-SNE"}[m])
+    emb_n = e2.selectbox("Test images", [500, 1000, 2000], index=1, key="filt_emb_n",
+                         help="t-SNE on 2000 points takes a while the first time; then it is cached.")
+    emb = cache.embedding_2d(run_dir, epoch, emb_method, emb_n)
+    xy, index, labels = emb["xy"], emb["index"], emb["labels"]
+    fig = go.Figure()
+    per_class = []
+    for c in range(10):
+        rows = np.flatnonzero(labels == c)
+        per_class.append(index[rows])
+        fig.add_trace(go.Scatter(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=str(c),
+                                 marker=dict(size=5, opacity=0.8), customdata=index[rows],
+                                 hovertemplate=f"digit {c}<br>test #%{{customdata}}<extra></extra>"))
+    fig.update_layout(height=560, margin=dict(l=4, r=4, t=10, b=4), legend_title_text="class",
+                      dragmode="lasso", xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+    event = st.plotly_chart(fig, width="stretch", key="filt_emb_sel", on_select="rerun",
+                            selection_mode=("points", "box", "lasso"))
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    chosen = []
+    for p in points:
+        curve, i = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if curve is not None and i is not None and curve < len(per_class) and i < len(per_class[curve]):
+            chosen.append(int(per_class[curve][i]))
+    if chosen:
+        st.markdown(f"**{len(chosen)} selected** (showing up to 40)")
+        shown = chosen[:40]
+        ui.digit_grid(cache.official_images("test", shown),
+                      [f"#{i} · {test_labels[i]}" for i in shown], columns=10, size=64)
+    else:
+        st.caption("Select points (click, box or lasso) to see their digits here.")

@@ -110,8 +110,8 @@ with ui.section_guard("The class × epoch accuracy"):
                                colorbar=dict(title="val acc", tickformat=".0%"),
                                hovertemplate="class %{y}, epoch %{x}<br>accuracy %{z:.1%}<extra></extra>"))
     if len(worse):
-        fig.add_trace(go.Scatter(x=worse["epoch"], y=worse["class"], mode="markers", name="got worse",
-                                 marker=dict(symbol="triangle-down", size=14, color="#e03131",
+        fig.add_trace(go.Scatter(x=worse["epoch"] + 0.38, y=worse["class"], mode="markers", name="got worse",
+                                 marker=dict(symbol="triangle-down", size=11, color="#e03131",
                                              line=dict(color="white", width=1)),
                                  customdata=np.stack([worse["before"], worse["after"]], axis=1),
                                  hovertemplate="class %{y} got worse at epoch %{x}: %{customdata[0]:.1%} → "

@@ -1,5 +1,205 @@
-"""Placeholder page: runs."""
+"""Runs: every training run at a glance, a comparison of several, a report to download, and training from the page."""
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-st.title("runs")
-st.info("This page is being built.")
+from dashboard import cache, report, state, training, ui
+from model.net import VARIANTS
+from model.runs import RunError
+from model.train import DEFAULTS, PRESETS
+
+LAUNCHES = "runs_launches"   # session key: the training processes started from this page
+PROGRESS_SECONDS = 2
+
+sel = state.current()
+st.title("🗂️ Runs")
+ui.intro(
+    "Every training run in the runs folder: how far it got and how good it is. Pick several to compare "
+    "their curves and settings, download a report of the selected run, or train a new one from here.",
+    """
+- **Status**: 🟢 completed, 🔵 running, 🟠 interrupted (stopped; its finished epochs are kept), 🔴 failed,
+  📥 imported (a checkpoint brought in from elsewhere).
+- **Best epoch** is the epoch with the lowest validation loss (the one the sidebar starts at); *val acc*
+  and *test acc* are measured at that epoch. *Top val acc* is the highest validation accuracy of any epoch.
+- **Duration** adds up the time of the finished epochs.
+- **Compare**: the validation curves of the picked runs on one chart, and only the settings that differ
+  between them (everything else was the same).
+- **Train a run**: the training runs as its own process (`python -m model.train`), so the dashboard stays
+  responsive and the run keeps going if you close the tab. *Stop* ends it cleanly: the run is marked
+  interrupted and every finished epoch stays usable. One training at a time (the CPU is shared).
+""")
+
+launches: list[training.Launch] = st.session_state.setdefault(LAUNCHES, [])
+for launch in launches:
+    training.poll(launch)          # reap processes that have ended: no zombies
+
+
+def start_training(**options) -> None:
+    """Launch a training process into the runs folder and remember it in this session."""
+    name = options.pop("name", None) or options.get("preset") or options.get("variant") or "run"
+    launches.append(training.launch(sel.runs_dir, name, **options))
+
+
+def any_running() -> bool:
+    return any(training.is_running(launch) for launch in launches)
+
+
+# ----------------------------------------------------------------------------- live progress of launched runs
+@st.fragment(run_every=PROGRESS_SECONDS if any_running() else None)
+def render_launches() -> None:
+    """Progress of the trainings started here: epoch k of n, a progress bar, the log tail, Stop."""
+    if st.session_state.pop("runs_rerun_app", False):   # a button here changed the sidebar's selection
+        st.rerun(scope="app")
+    active = [launch for launch in launches if not launch.dismissed]
+    if not active:
+        return
+    st.subheader("Training from the dashboard")
+    for i, launch in enumerate(active):
+        p = training.progress(launch)
+        with st.container(border=True):
+            head, buttons = st.columns([4, 1])
+            badge = state.BADGES.get(p.state, "⏳ starting" if p.state == "starting" else p.state)
+            total = p.epochs_total or "?"
+            batch = f" · batch {p.batch[0]}/{p.batch[1]} of epoch {p.epochs_done + 1}" if p.batch else ""
+            head.markdown(f"**{launch.name}** · {badge} · epoch {p.epochs_done} of {total} finished{batch}"
+                          + (f" · `{p.run_dir.name}`" if p.run_dir else ""))
+            head.progress(p.fraction, text=f"{p.fraction:.0%}")
+            if p.returncode is None:
+                buttons.button("⏹ Stop", key=f"runs_stop_{launch.pid}", width="stretch",
+                               on_click=training.stop, args=(launch,),
+                               help="Send SIGTERM: the run is marked interrupted; finished epochs are kept.")
+            else:
+                buttons.button("Dismiss", key=f"runs_dismiss_{launch.pid}", width="stretch",
+                               on_click=lambda l=launch: setattr(l, "dismissed", True))  # noqa: E741
+            if p.run_dir is not None and p.epochs_done:
+                buttons.button("Open", key=f"runs_open_{launch.pid}", width="stretch",
+                               help="Select this run in the sidebar.",
+                               on_click=lambda rid=p.run_dir.name: st.session_state.update(run_id=rid,
+                                                                                           runs_rerun_app=True))
+            if p.state == "failed":
+                st.error(f"**The training failed** (exit code {p.returncode}); the end of its log "
+                         f"`{launch.log_path}` is below.")
+            with st.expander("Log", expanded=p.state == "failed"):
+                st.code(p.log_tail or "(nothing yet)", language=None)
+        seen = st.session_state.setdefault("runs_seen", {})
+        now = (p.state, p.epochs_done, p.run_dir is not None)
+        if seen.get(launch.pid) not in (None, now):   # a new epoch, a new run folder or an end: refresh the page
+            seen[launch.pid] = now
+            st.rerun(scope="app")
+        seen[launch.pid] = now
+
+
+# ----------------------------------------------------------------------------- the empty state
+if not sel.runs:
+    st.info(f"**No runs yet** in `{sel.runs_dir}`. Train a quick run (4 epochs on 20,000 images, a few "
+            "minutes on a laptop CPU) to fill every page of the dashboard.")
+    st.button("🚀 Train a quick run", key="runs_quick", type="primary", disabled=any_running(),
+              on_click=start_training, kwargs={"preset": "quick", "name": "quick"})
+
+render_launches()
+
+
+# ----------------------------------------------------------------------------- the table of runs
+def summary_row(run) -> dict:
+    """One row of the runs table (accuracies as fractions)."""
+    cfg, t = run.config, run.config.get("train", {})
+    row = {"run": run.run_id, "name": run.name, "status": state.BADGES.get(run.state, run.state),
+           "variant": cfg.get("variant"), "optimizer": t.get("optimizer"), "lr": t.get("lr"),
+           "epochs": f"{run.last_epoch}/{t.get('epochs', '?')}", "best epoch": None, "val acc": np.nan,
+           "test acc": np.nan, "top val acc": np.nan, "duration": "—", "started": run.started_at[:16].replace("T", " ")}
+    try:
+        m = cache.load_metrics(run.path)
+    except RunError:
+        row["status"] += " ⚠️ unreadable metrics"
+        return row
+    if len(m):
+        best = state.best_epoch(m)
+        at_best = m[m["epoch"] == best].iloc[0]
+        row.update({"epochs": f"{len(m)}/{t.get('epochs', '?')}", "best epoch": best,
+                    "val acc": at_best.get("val_acc", np.nan), "test acc": at_best.get("test_acc", np.nan),
+                    "top val acc": m["val_acc"].max() if "val_acc" in m else np.nan,
+                    "duration": report.duration(float(m["epoch_seconds"].sum())) if "epoch_seconds" in m else "—"})
+    return row
+
+
+if sel.runs:
+    st.subheader(f"All runs ({len(sel.runs)})")
+    table = pd.DataFrame([summary_row(r) for r in sel.runs])
+    pct = st.column_config.NumberColumn(format="percent")
+    st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
+                 column_config={"run": st.column_config.TextColumn("run id", width="medium"),
+                                "val acc": pct, "test acc": pct, "top val acc": pct,
+                                "lr": st.column_config.NumberColumn(format="%g")})
+
+    # ------------------------------------------------------------------------- compare
+    st.subheader("Compare runs")
+    ids = [r.run_id for r in sel.runs]
+    by_id = {r.run_id: r for r in sel.runs}
+    if "runs_pick" not in st.session_state:
+        st.session_state["runs_pick"] = [r.run_id for r in [sel.run, *sel.compare] if r is not None]
+    st.session_state["runs_pick"] = [i for i in st.session_state["runs_pick"] if i in ids]
+    picked = st.multiselect("Runs to compare", ids, key="runs_pick",
+                            format_func=lambda i: f"{by_id[i].name} · {i}",
+                            help="Starts with the sidebar's run and its compare list.")
+    if len(picked) >= 1:
+        names = {i: (by_id[i].name if [by_id[j].name for j in picked].count(by_id[i].name) == 1 else i) for i in picked}
+        curves = {}
+        for i in picked:
+            try:
+                curves[names[i]] = cache.load_metrics(by_id[i].path)
+            except RunError as e:
+                st.error(f"Cannot read `{e.path}`: {e}")
+        left, right = st.columns(2)
+        left.plotly_chart(report.curves_figure(curves, "loss", ("val",)), key="runs_cmp_loss")
+        right.plotly_chart(report.curves_figure(curves, "acc", ("val",)), key="runs_cmp_acc")
+        if len(picked) >= 2:
+            diff = report.config_diff({names[i]: by_id[i].config for i in picked})
+            st.markdown("**Settings that differ**")
+            if diff.empty:
+                st.caption("The configs are the same (apart from names, times and versions).")
+            else:
+                st.dataframe(diff, width="stretch")
+            st.button("Show these in the sidebar", key="runs_to_sidebar",
+                      help="The first becomes the selected run, the others its compare list.",
+                      on_click=lambda: st.session_state.update(run_id=picked[0], compare_runs=picked[1:]))
+        else:
+            st.caption("Pick a second run to see which settings differ.")
+
+    # ------------------------------------------------------------------------- report
+    st.subheader("Report of the selected run")
+    if sel.run is not None and sel.epochs and not sel.problem:
+        run_dir, epoch = sel.run_dir, sel.epoch
+        st.markdown(f"One HTML file for **{sel.run.name}** (`{sel.run.run_id}`), epoch {epoch}: curves, the "
+                    "overfitting verdict, the confusion matrix and the per-class table. It opens offline.")
+        st.download_button("⬇️ Download the HTML report", lambda: report.build_report(run_dir, epoch, "val"),
+                           file_name=f"{sel.run.run_id}-epoch{epoch:03d}-report.html", mime="text/html",
+                           key="runs_report", on_click="ignore")
+    else:
+        st.caption("The selected run has no readable finished epoch yet.")
+
+# ----------------------------------------------------------------------------- train a new run
+st.subheader("Train a new run")
+running = any_running()
+preset = st.radio("Preset", ["quick", "seed", "custom"], key="runs_preset", horizontal=True,
+                  format_func={"quick": "quick (4 epochs, 20,000 images)",
+                               "seed": "seed notebook (10 epochs, all 60,000, validate on test)",
+                               "custom": "custom"}.get)
+base = {**DEFAULTS, **PRESETS.get(preset, {})}
+with st.form("runs_train_form", border=True):
+    c1, c2, c3 = st.columns(3)
+    name = c1.text_input("Name", value=preset if preset != "custom" else "custom", key=f"runs_f_name_{preset}")
+    epochs = c1.number_input("Epochs", 1, 200, int(base["epochs"]), key=f"runs_f_epochs_{preset}")
+    lr = c2.number_input("Learning rate", 1e-5, 1.0, float(base["lr"]), format="%g", key=f"runs_f_lr_{preset}")
+    optimizer = c2.selectbox("Optimizer", list(training.OPTIMIZERS), key=f"runs_f_opt_{preset}",
+                             index=list(training.OPTIMIZERS).index(base["optimizer"]))
+    variant = c3.selectbox("Variant", list(VARIANTS), index=list(VARIANTS).index(base["variant"]),
+                           key=f"runs_f_variant_{preset}", help="Architecture variant (model/net.py).")
+    subset = c3.number_input("Training examples (0 = all)", 0, 60000, int(base["subset"]), step=1000,
+                             key=f"runs_f_subset_{preset}")
+    submitted = st.form_submit_button("🚀 Start training", type="primary", disabled=running)
+    if running:
+        st.caption("A training started here is still running: stop it or wait for it to finish.")
+if submitted and not running:
+    start_training(name=name, preset=None if preset == "custom" else preset, epochs=int(epochs), lr=float(lr),
+                   optimizer=optimizer, variant=variant, subset=int(subset))
+    st.rerun()

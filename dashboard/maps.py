@@ -1,0 +1,177 @@
+"""Plotly figures for pictures of the network: digits, attribution maps, feature-map mosaics, probabilities.
+
+One colour convention everywhere (the "How to read this" texts refer to it):
+  * signed maps (evidence for and against): diverging red-white-blue centred at 0, red = for;
+  * magnitude maps (non-negative): sequential white -> red, so white always means "nothing";
+  * images (digits, feature maps seen as pictures): grayscale, black = 0.
+The digit can be drawn over a map as a thin outline (a contour of its ink), so the map stays readable.
+Figures only arrange and colour what analysis/ computed; no analysis happens here.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+SIGNED = "RdBu_r"     # blue (-) -> white (0) -> red (+)
+MAGNITUDE = "Reds"    # white (0) -> red (large)
+IMAGE = "gray"        # black (0) -> white (1)
+OUTLINE_LEVEL = 0.35  # the digit outline is the contour of the ink at this level (ink in [0,1])
+
+
+def square(fig: go.Figure, height: int, title: str | None) -> go.Figure:
+    """Square pixels, row 0 at the top, no tick labels, tight margins."""
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
+                     scaleanchor="x", constrain="domain")
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=34 if title else 4, b=4),
+                      title=dict(text=title, font=dict(size=13)) if title else None)
+    return fig
+
+
+def _range(values: np.ndarray, signed: bool, zmax: float | None) -> tuple[float, float]:
+    top = float(np.nanmax(np.abs(values))) if zmax is None and np.size(values) else (zmax or 0.0)
+    top = top if top > 0 else 1e-12
+    return (-top, top) if signed else (0.0, top)
+
+
+def outline_trace(digit: np.ndarray) -> go.Contour:
+    """A thin outline of the digit's strokes, to draw over a map."""
+    ink = np.asarray(digit, dtype=np.float32)
+    ink = ink / 255.0 if ink.max() > 1.0 else ink
+    return go.Contour(z=ink, showscale=False, hoverinfo="skip", contours=dict(
+        start=OUTLINE_LEVEL, end=OUTLINE_LEVEL, size=1, coloring="none"),
+        line=dict(color="rgba(40,40,40,0.85)", width=1.2))
+
+
+def image_figure(image: np.ndarray, title: str | None = None, height: int = 260,
+                 window: tuple[int, int, int] | None = None) -> go.Figure:
+    """A digit or a single feature map as a grayscale heatmap, values on hover.
+
+    Args:
+        window: optional (row, col, size): a yellow square drawn around those pixels.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    fig = go.Figure(go.Heatmap(z=img, colorscale=IMAGE, showscale=False,
+                               hovertemplate="row %{y}, col %{x}<br>value %{z:.3f}<extra></extra>"))
+    if window is not None:
+        r, c, s = window
+        fig.add_shape(type="rect", x0=c - 0.5, x1=c + s - 0.5, y0=r - 0.5, y1=r + s - 0.5,
+                      line=dict(color="#FFD43B", width=3))
+    return square(fig, height, title)
+
+
+def attribution_figure(attr: np.ndarray, signed: bool, title: str | None = None, digit: np.ndarray | None = None,
+                       height: int = 280, zmax: float | None = None, colorbar: bool = True) -> go.Figure:
+    """An attribution map (28,28) in the shared colour convention, optionally with the digit's outline."""
+    zmin, zmax_ = _range(attr, signed, zmax)
+    fig = go.Figure(go.Heatmap(
+        z=attr, colorscale=SIGNED if signed else MAGNITUDE, zmin=zmin, zmax=zmax_, showscale=colorbar,
+        colorbar=dict(thickness=10, len=0.9),
+        hovertemplate="row %{y}, col %{x}<br>attribution %{z:.4g}<extra></extra>"))
+    if digit is not None:
+        fig.add_trace(outline_trace(digit))
+    return square(fig, height, title)
+
+
+def maps_grid(maps: np.ndarray, titles: Sequence[str], signed: bool, cols: int = 5,
+              digit: np.ndarray | None = None, height_per_row: int = 190) -> go.Figure:
+    """Several (28,28) maps on one shared colour scale, in a grid of small panels."""
+    n = len(maps)
+    rows = -(-n // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles),
+                        horizontal_spacing=0.02, vertical_spacing=0.08)
+    zmin, zmax = _range(np.asarray(maps), signed, None)
+    for i, m in enumerate(maps):
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Heatmap(z=m, coloraxis="coloraxis", name=titles[i],
+                                 hovertemplate=f"{titles[i]}<br>row %{{y}}, col %{{x}}<br>%{{z:.4g}}<extra></extra>"),
+                      row=r, col=c)
+        if digit is not None:
+            fig.add_trace(outline_trace(digit), row=r, col=c)
+    fig.update_layout(coloraxis=dict(colorscale=SIGNED if signed else MAGNITUDE, cmin=zmin, cmax=zmax,
+                                     colorbar=dict(thickness=10)))
+    fig.update_annotations(font_size=12)
+    square(fig, rows * height_per_row + 20, None)
+    for i in range(rows * cols):   # every panel square and row 0 on top (scaleanchor per panel)
+        suffix = "" if i == 0 else str(i + 1)
+        fig.update_layout({f"yaxis{suffix}": dict(scaleanchor=f"x{suffix}", autorange="reversed")})
+    return fig
+
+
+def probability_bars(probs: np.ndarray, title: str | None = None, highlight: int | None = None,
+                     height: int = 240, label: str = "probability") -> go.Figure:
+    """Ten bars, one per class; the highlighted class (e.g. the prediction) in the accent colour."""
+    colors = ["#4C6EF5" if c == highlight else "#ADB5BD" for c in range(len(probs))]
+    fig = go.Figure(go.Bar(x=[str(c) for c in range(len(probs))], y=probs, marker_color=colors,
+                           hovertemplate=f"class %{{x}}<br>{label} %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=34 if title else 4, b=4),
+                      title=dict(text=title, font=dict(size=13)) if title else None,
+                      xaxis_title="class", yaxis_title=label)
+    return fig
+
+
+def mosaic(maps: np.ndarray, cols: int, gap: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Lay C maps (C,H,W) out in a grid with NaN gaps, for one heatmap trace.
+
+    Returns:
+        (grid (rows*(H+gap)-gap, cols*(W+gap)-gap) with NaN in the gaps,
+         customdata of the same shape + (3,): (channel, row, col) of every cell, -1 in the gaps).
+    """
+    c, h, w = maps.shape
+    rows = -(-c // cols)
+    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
+    where = np.full(grid.shape + (3,), -1, dtype=np.int32)
+    rr, cc = np.mgrid[0:h, 0:w]
+    for i in range(c):
+        top, left = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        grid[top:top + h, left:left + w] = maps[i]
+        where[top:top + h, left:left + w] = np.stack([np.full((h, w), i), rr, cc], axis=-1)
+    return grid, where
+
+
+def mosaic_figure(maps: np.ndarray, cols: int, title: str, signed: bool = False, image: bool = False,
+                  height: int = 320, unit: str = "channel") -> go.Figure:
+    """C feature maps or kernels (C,H,W) as one grid heatmap; hover names the channel, row, col and value."""
+    grid, where = mosaic(np.asarray(maps, dtype=np.float32), cols)
+    zmin, zmax = (float(np.nanmin(grid)), float(np.nanmax(grid))) if image else _range(grid, signed, None)
+    fig = go.Figure(go.Heatmap(
+        z=grid, customdata=where, zmin=zmin, zmax=zmax if zmax > zmin else zmin + 1e-12,
+        colorscale=IMAGE if image else (SIGNED if signed else MAGNITUDE), colorbar=dict(thickness=10),
+        hoverongaps=False,
+        hovertemplate=f"{unit} %{{customdata[0]}}<br>row %{{customdata[1]}}, col %{{customdata[2]}}"
+                      "<br>value %{z:.4f}<extra></extra>"))
+    if image:
+        fig.update_layout(plot_bgcolor="#E9ECEF")
+    return square(fig, height, title)
+
+
+def vector_figure(values: np.ndarray, title: str, cols: int = 96, height: int = 260, signed: bool = False) -> go.Figure:
+    """A long vector (e.g. fc1's 4608 units) folded into rows of `cols` cells; hover gives the unit index."""
+    v = np.asarray(values, dtype=np.float32).ravel()
+    cols = min(cols, len(v))
+    rows = -(-len(v) // cols)
+    grid = np.full(rows * cols, np.nan, dtype=np.float32)
+    grid[:len(v)] = v
+    index = np.arange(rows * cols).reshape(rows, cols)
+    zmin, zmax = _range(v, signed, None)
+    fig = go.Figure(go.Heatmap(z=grid.reshape(rows, cols), customdata=index, zmin=zmin, zmax=zmax,
+                               colorscale=SIGNED if signed else MAGNITUDE, colorbar=dict(thickness=10),
+                               hoverongaps=False,
+                               hovertemplate="unit %{customdata}<br>value %{z:.4f}<extra></extra>"))
+    return square(fig, height, title)
+
+
+def numbers_figure(values: np.ndarray, title: str, signed: bool = True, image: bool = False,
+                   height: int = 220) -> go.Figure:
+    """A small matrix (e.g. 3x3) with its numbers written in the cells."""
+    v = np.asarray(values, dtype=np.float64)
+    zmin, zmax = (0.0, max(1.0, float(v.max()))) if image else _range(v, signed, None)
+    fig = go.Figure(go.Heatmap(z=v, zmin=zmin, zmax=zmax, showscale=False,
+                               colorscale=IMAGE if image else (SIGNED if signed else MAGNITUDE),
+                               text=[[f"{x:.3f}" for x in row] for row in v], texttemplate="%{text}",
+                               textfont=dict(size=13, color="#FFD43B") if image else dict(size=13),
+                               hovertemplate="row %{y}, col %{x}<br>%{z:.5f}<extra></extra>"))
+    return square(fig, height, title)

@@ -1,0 +1,200 @@
+"""analysis.trust against references: scipy's Spearman, SSIM on hand cases, hand-built models whose
+important pixel is known, Captum-free closed forms for deletion, infidelity and sensitivity."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import torch
+import torch.nn as nn
+
+from analysis import trust as T
+from analysis.attributions import attribute
+from model.net import VARIANTS, Net, to_input
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def small() -> Net:
+    torch.manual_seed(0)
+    return Net(VARIANTS["small-fc"]).eval()
+
+
+@pytest.fixture(scope="module")
+def real_digits(mnist_root) -> tuple[torch.Tensor, torch.Tensor]:
+    from data.mnist import load_raw
+    raw = load_raw(mnist_root)
+    x = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][:3].copy()))          # (3,1,28,28)
+    return x, torch.from_numpy(raw["t10k-labels-idx1-ubyte"][:3].astype(np.int64))
+
+
+class OnePixel(nn.Module):
+    """Logits (4 * x[0, 10, 12], 0, ..., 0): only one pixel matters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], 10)
+        out[:, 0] = 4.0 * x[:, 0, 10, 12]
+        return out
+
+
+# ----------------------------------------------------------------------------- similarity measures
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=200).astype(float)        # many ties
+    b = a + rng.normal(0, 2, size=200)
+    assert T.spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert math.isnan(T.spearman(np.ones(5), np.arange(5.0)))
+
+
+def test_map_rank_correlation_ignores_pixels_zero_in_both():
+    a = np.array([0, 0, 0, 0, 1, 2, 3, 4.0])
+    b = np.array([0, 0, 0, 0, 4, 3, 2, 1.0])
+    assert T.map_rank_correlation(a, b) == pytest.approx(-1.0)   # the 4 shared zeros would make it -0.05
+    assert T.spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic)
+    assert T.map_rank_correlation(-a, a) == pytest.approx(1.0)   # on magnitudes
+
+
+def test_ssim_hand_cases():
+    rng = np.random.default_rng(1)
+    x = rng.random((28, 28))
+    assert T.ssim(x, x) == pytest.approx(1.0)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    a, b = 0.2, 0.7                                       # constant images: only the luminance term is left
+    assert T.ssim(np.full((10, 10), a), np.full((10, 10), b)) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1))
+    # a 7x7 image has one full window (its centre); the formula on the whole image by hand
+    p, q = rng.random((7, 7)), rng.random((7, 7))
+    mp, mq = p.mean(), q.mean()
+    vp, vq = p.var(ddof=1), q.var(ddof=1)
+    cov = ((p - mp) * (q - mq)).sum() / (p.size - 1)
+    expected = (2 * mp * mq + c1) * (2 * cov + c2) / ((mp ** 2 + mq ** 2 + c1) * (vp + vq + c2))
+    assert T.ssim(p, q) == pytest.approx(expected, rel=1e-9)
+    assert T.ssim(x, 1 - x) < 0
+
+
+# ----------------------------------------------------------------------------- randomization test
+
+def test_randomizing_nothing_gives_identical_maps(small, real_digits):
+    x, y = real_digits
+    table = T.randomization_test(small, x, y, "saliency", layers=())
+    assert list(table["randomized"]) == ["none"]
+    assert table.loc[0, "spearman"] == pytest.approx(1.0) and table.loc[0, "ssim"] == pytest.approx(1.0)
+    passed, sentence = T.sanity_verdict(table)
+    assert not passed and "No layer" in sentence
+
+
+def test_saliency_changes_when_the_model_is_randomized(small, real_digits):
+    x, y = real_digits
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    table = T.randomization_test(small, x, y, "saliency")
+    assert list(table["layer"]) == ["none", "fc2", "fc1", "conv2", "conv1"]
+    assert table["randomized"].iloc[-1] == "fc2+fc1+conv2+conv1"
+    assert table["spearman"].iloc[0] == pytest.approx(1.0)
+    assert table["spearman"].iloc[-1] < 0.5 and table["ssim"].iloc[-1] < 0.5
+    passed, sentence = T.sanity_verdict(table)
+    assert passed and sentence.startswith("Passed")
+    assert all(torch.equal(before[k], v) for k, v in small.state_dict().items())    # the model is untouched
+    again = T.randomization_test(small, x, y, "saliency")                          # fixed seed
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_guided_backprop_ignores_the_top_layer_saliency_does_not(small, real_digits):
+    """Adebayo et al.: Guided Backprop barely changes when the logit layer is randomized."""
+    x, y = real_digits
+    gbp = T.randomization_test(small, x, y, "guided_backprop", layers=("fc2",))
+    sal = T.randomization_test(small, x, y, "saliency", layers=("fc2",))
+    assert gbp["spearman"].iloc[1] > 0.5 > sal["spearman"].iloc[1]   # 0.67 vs 0.23 with these seeds
+    assert gbp["ssim"].iloc[1] > 2 * sal["ssim"].iloc[1]              # 0.75 vs 0.19
+    assert not T.sanity_verdict(gbp)[0] and T.sanity_verdict(sal)[0]
+
+
+def test_sanity_verdict_on_hand_tables():
+    def table(values: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"stage": range(len(values)), "randomized": ["none", "fc2", "fc2+fc1"][:len(values)],
+                             "spearman": values, "ssim": values})
+    passed, sentence = T.sanity_verdict(table([1.0, 0.9, 0.8]))
+    assert not passed and sentence.startswith("Failed") and "0.80" in sentence
+    passed, sentence = T.sanity_verdict(table([1.0, 0.3, 0.1]))
+    assert passed and "fc2" in sentence and "0.30" in sentence
+    assert T.sanity_verdict(table([1.0, 0.9, 0.6]), threshold=0.7)[0]
+    assert not T.sanity_verdict(table([1.0, float("nan")]))[0]
+
+
+def test_randomization_test_rejects_unknown_layers(small, real_digits):
+    with pytest.raises(ValueError, match="fc7"):
+        T.randomization_test(small, real_digits[0], 1, "saliency", layers=("fc7",))
+
+
+# ----------------------------------------------------------------------------- deletion / insertion
+
+def test_deletion_on_a_one_pixel_model_drops_first():
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.5
+    good = torch.zeros(28, 28)
+    good[10, 12] = 1.0                                     # the pixel that matters, attributed
+    table = T.deletion_insertion(OnePixel(), x, good, target=0, steps=28)
+    p_on = math.exp(4 * float(x[0, 0, 10, 12])) / (math.exp(4 * float(x[0, 0, 10, 12])) + 9)
+    p_off = 0.1                                            # all logits 0
+    assert len(table) == 29 and table["fraction"].iloc[-1] == 1.0
+    assert table["deletion"].iloc[0] == pytest.approx(p_on)
+    np.testing.assert_allclose(table["deletion"].iloc[1:], p_off, rtol=1e-6)       # gone at the first step
+    np.testing.assert_allclose(table["insertion"].iloc[1:], p_on, rtol=1e-6)       # back at the first step
+    assert table["insertion"].iloc[0] == pytest.approx(p_off)
+    bad = -good                                            # the pixel that matters comes last
+    late = T.deletion_insertion(OnePixel(), x, bad, target=0, steps=28)
+    np.testing.assert_allclose(late["deletion"].iloc[:-1], p_on, rtol=1e-6)
+    s_good, s_bad = T.deletion_summary(table), T.deletion_summary(late)
+    assert s_good["deletion_auc"] < s_good["random_deletion_auc"] < s_bad["deletion_auc"]
+    assert s_good["better_than_random"] and not s_bad["better_than_random"]
+
+
+def test_curve_auc_is_the_trapezoid_rule():
+    assert T.curve_auc([0, 0.5, 1], [1, 0.5, 0]) == pytest.approx(0.5)
+    assert T.curve_auc([0, 0.25, 1], [0, 1, 1]) == pytest.approx(0.125 + 0.75)
+
+
+def test_deletion_rejects_mismatched_maps():
+    with pytest.raises(ValueError, match="attribution"):
+        T.deletion_insertion(OnePixel(), torch.rand(1, 1, 28, 28), torch.rand(10, 10), 0)
+
+
+# ----------------------------------------------------------------------------- Captum metrics
+
+def linear_model() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+
+
+def test_infidelity_is_zero_for_the_exact_linear_explanation():
+    model = linear_model()
+    x = torch.rand(2, 1, 28, 28)
+    exact = model[1].weight.detach()[3].reshape(1, 1, 28, 28).expand(2, 1, 28, 28)   # f(x) - f(x - I) = I . w
+    zero = T.infidelity_score(model, x, exact, 3, normalize=False)
+    wrong = T.infidelity_score(model, x, torch.rand(2, 1, 28, 28), 3, normalize=False)
+    assert zero.shape == (2,) and zero.abs().max() < 1e-9
+    assert (wrong > 1e-6).all()
+
+
+def test_infidelity_by_hand_on_a_linear_model():
+    model = linear_model()
+    x = torch.rand(2, 1, 28, 28)
+    attr = torch.rand(2, 1, 28, 28)
+    got = T.infidelity_score(model, x, attr, 3, noise_std=0.01, perturbations=5, perturb_seed=7, normalize=False)
+    # by hand: the same draws (one (B*n,...) batch), and f(x) - f(x - I) = I . w for a linear model
+    noise = torch.normal(0.0, 0.01, (10, 1, 28, 28), generator=torch.Generator().manual_seed(7)).view(2, 5, 784)
+    diff = attr.reshape(2, 1, 784) - model[1].weight.detach()[3]
+    expected = ((noise * diff).sum(dim=2) ** 2).mean(dim=1)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-12)
+
+
+def test_sensitivity_is_zero_for_a_constant_gradient_and_positive_for_the_cnn(small, real_digits):
+    x = torch.rand(2, 1, 28, 28)
+    flat = T.sensitivity_score(linear_model(), x, 3, "saliency", abs=False)
+    assert flat.shape == (2,) and flat.abs().max() < 1e-6
+    x, y = real_digits
+    s = T.sensitivity_score(small, x, y, "saliency", perturbations=4)
+    assert (s > 0).all()
+    torch.testing.assert_close(s, T.sensitivity_score(small, x, y, "saliency", perturbations=4))   # seeded
