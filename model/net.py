@@ -6,6 +6,10 @@ fc 1600->4608, fc 4608->10), itself close to pytorch/examples' mnist/main.py.
 Parameter names and shapes are the seed's (`conv1.weight`, ..., `fc2.bias`), so a `state_dict`
 saved by the original notebook loads unchanged into `Net(NetConfig())`. Every ReLU and pool is its
 own nn.Module used once (no F.relu, no in-place), as Captum's DeepLift and Guided Backprop need.
+
+A property worth knowing: the network never sees the last two rows and columns of its input. The
+second max-pool turns conv2's 11x11 map into 5x5 and drops its last row and column, which are the
+only ones that depend on input pixels 26 and 27. Every gradient-based map is zero there.
 """
 from __future__ import annotations
 

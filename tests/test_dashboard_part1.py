@@ -393,7 +393,7 @@ def test_corrupt_checkpoint_does_not_break_these_pages(monkeypatch, copy_run):
 def test_report_is_self_contained_and_holds_the_numbers(fixture_run):
     from dashboard.report import build_report
     html = build_report(fixture_run, 2)
-    assert "<script src=" not in html and "cdn.plot.ly" not in html
+    assert not re.findall(r"<script[^>]*\bsrc=", html)                     # nothing fetched from the network
     assert len(html) > 3_000_000                                          # plotly.js inlined
     p = npz(fixture_run, 2)
     recall = recall_score(p["val_labels"], p["val_logits"].astype(np.float32).argmax(1), labels=range(10),
