@@ -214,12 +214,6 @@ def official_images(file: str, index: np.ndarray) -> np.ndarray:
     return source[np.asarray(index, dtype=np.int64)]
 
 
-def split_file(run_dir: str, split: str) -> str:
-    """Which official file ("train" or "test") a run's val/test/train index points into."""
-    val_source = load_config(str(run_dir)).get("data", {}).get("val_source")
-    return "test" if split == "test" or (split == "val" and val_source == "test") else "train"
-
-
 @st.cache_data(show_spinner=False)
 def mnist_check(root: str) -> dict:
     """Where MNIST came from and whether its four files match the official MD5s (hashes the files once)."""

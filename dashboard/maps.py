@@ -41,7 +41,7 @@ def outline_trace(digit: np.ndarray) -> go.Contour:
     """A thin outline of the digit's strokes, to draw over a map."""
     ink = np.asarray(digit, dtype=np.float32)
     ink = ink / 255.0 if ink.max() > 1.0 else ink
-    return go.Contour(z=ink, showscale=False, hoverinfo="skip", contours=dict(
+    return go.Contour(z=ink, showscale=False, showlegend=False, hoverinfo="skip", contours=dict(
         start=OUTLINE_LEVEL, end=OUTLINE_LEVEL, size=1, coloring="none"),
         line=dict(color="rgba(40,40,40,0.85)", width=1.2))
 
@@ -94,7 +94,8 @@ def maps_grid(maps: np.ndarray, titles: Sequence[str], signed: bool, cols: int =
     fig.update_layout(coloraxis=dict(colorscale=SIGNED if signed else MAGNITUDE, cmin=zmin, cmax=zmax,
                                      colorbar=dict(thickness=10)))
     fig.update_annotations(font_size=12)
-    square(fig, rows * height_per_row + 20, None)
+    square(fig, rows * height_per_row + 40, None)
+    fig.update_layout(margin=dict(t=30))   # room for the first row's panel titles
     for i in range(rows * cols):   # every panel square and row 0 on top (scaleanchor per panel)
         suffix = "" if i == 0 else str(i + 1)
         fig.update_layout({f"yaxis{suffix}": dict(scaleanchor=f"x{suffix}", autorange="reversed")})

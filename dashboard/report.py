@@ -74,8 +74,8 @@ def add_epoch_marks(fig: go.Figure, marks: dict[str, tuple[int, str]]) -> None:
                            xshift=4, font=dict(color=color, size=11), bgcolor="rgba(255,255,255,0.7)")
 
 
-def curves_figure(metrics: dict[str, pd.DataFrame], kind: str = "loss", splits: tuple[str, ...] = ("train", "val", "test"),
-                  marks: dict[str, tuple[int, str]] | None = None, log_y: bool = False, height: int = 380) -> go.Figure:
+def curves_figure(metrics: dict[str, pd.DataFrame], kind: str = "loss",
+                  splits: tuple[str, ...] = ("train", "val", "test"), marks: dict[str, tuple[int, str]] | None = None, log_y: bool = False, height: int = 380) -> go.Figure:
     """Per-epoch loss or accuracy of one or more runs.
 
     Args:
@@ -118,12 +118,10 @@ def confusion_figure(cm: np.ndarray, normalize: bool = False, title: str = "", c
     cm = np.asarray(cm, dtype=np.int64)
     n = len(cm)
     support = cm.sum(axis=1, keepdims=True)
-    shown = np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0) if normalize else cm.astype(float)
-    off = shown.copy()
-    np.fill_diagonal(off, np.nan)
+    shown, off = _shown(cm, normalize)
     fmt = (lambda v: f"{v:.0%}" if v >= 0.005 else "") if normalize else (lambda v: f"{int(v)}" if v else "")
     text = [[fmt(off[t, p]) if t != p else "" for p in range(n)] for t in range(n)]
-    zmax = np.nanmax(off) if np.isfinite(np.nanmax(off)) and np.nanmax(off) > 0 else 1
+    zmax = np.nanmax(off) or 1                  # a perfect matrix still needs a colour scale
     fig = go.Figure(go.Heatmap(
         z=off, x=list(range(n)), y=list(range(n)), text=text, texttemplate="%{text}", colorscale="OrRd",
         zmin=0, zmax=zmax, hoverinfo="skip", xgap=1, ygap=1,
@@ -159,16 +157,15 @@ def confusion_animation(cms: dict[int, np.ndarray], normalize: bool = False, hei
         return list(confusion_figure(cms[e], normalize, clickable=False).data)
 
     base = confusion_figure(cms[epochs[0]], normalize, clickable=False, height=height)
-    peak = max(float(np.nanmax(np.where(np.eye(len(cm), dtype=bool), np.nan, _shown(cm, normalize))))
-               for cm in cms.values())
+    peak = max(np.nanmax(_shown(cm, normalize)[1]) for cm in cms.values()) or 1   # one colour scale for all epochs
     frames = [go.Frame(data=panel(e), name=str(e)) for e in epochs]
-    for fr in frames:
-        fr.data[0].update(zmax=peak or 1)
-    base.data[0].update(zmax=peak or 1)
+    for trace in [base.data[0], *(fr.data[0] for fr in frames)]:
+        trace.update(zmax=peak)
     base.frames = frames
     step = dict(mode="immediate", frame=dict(duration=500, redraw=True), transition=dict(duration=0))
     base.update_layout(
-        updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.05, xanchor="left", yanchor="top",
+        updatemenus=[dict(type="buttons", direction="left", showactive=False, x=0, y=-0.05, xanchor="left",
+                          yanchor="top",
                           buttons=[dict(label="▶ play", method="animate", args=[None, {**step, "fromcurrent": True}]),
                                    dict(label="⏸ pause", method="animate", args=[[None], step])])],
         sliders=[dict(active=0, x=0.15, len=0.85, y=-0.02, currentvalue=dict(prefix="epoch "),
@@ -177,12 +174,14 @@ def confusion_animation(cms: dict[int, np.ndarray], normalize: bool = False, hei
     return base
 
 
-def _shown(cm: np.ndarray, normalize: bool) -> np.ndarray:
+def _shown(cm: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The cell values to show (counts, or shares of the row) and the same with the diagonal as NaN."""
     cm = np.asarray(cm, dtype=float)
-    if not normalize:
-        return cm
     support = cm.sum(axis=1, keepdims=True)
-    return np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0)
+    shown = np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0) if normalize else cm
+    off = shown.copy()
+    np.fill_diagonal(off, np.nan)
+    return shown, off
 
 
 def style_class_report(report: pd.DataFrame, worst: int = 3):

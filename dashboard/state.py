@@ -89,8 +89,10 @@ def render_sidebar() -> Selection:
     _apply_query_params(ids)
     if st.session_state.get("run_id") not in ids:
         st.session_state["run_id"] = ids[0]
+    names = [r.name for r in all_runs]
+    label = {r.run_id: r.name if names.count(r.name) == 1 else f"{r.name} ({r.run_id})" for r in all_runs}
     run_id = sb.selectbox("Run", ids, key="run_id",
-                          format_func=lambda i: f"{by_id[i].name} · {BADGES.get(by_id[i].state, by_id[i].state)}",
+                          format_func=lambda i: f"{label[i]} · {BADGES.get(by_id[i].state, by_id[i].state)}",
                           help="Runs in the runs folder, newest first.")
     sel.run = by_id[run_id]
     sb.caption(f"`{run_id}` · {BADGES.get(sel.run.state, sel.run.state)} · epoch {sel.run.last_epoch}")
@@ -108,7 +110,7 @@ def render_sidebar() -> Selection:
         sb.info("This run has no finished epoch yet.")
     others = [i for i in ids if i != run_id]
     chosen = sb.multiselect("Compare with", others, key="compare_runs",
-                            format_func=lambda i: by_id[i].name, help="Pages that can overlay runs show these too.")
+                            format_func=label.get, help="Pages that can overlay runs show these too.")
     sel.compare = [by_id[i] for i in chosen]
     if sel.run.state == "running":
         with sb:

@@ -7,8 +7,8 @@ A training runs as its own process, never inside the Streamlit server:
 started with `subprocess.Popen` (cwd = the repository root, a new session so a signal reaches only
 the trainer), its stdout and stderr going to `<runs_dir>/.logs/<stamp>-<name>.log` (a dot folder,
 which `model.runs.list_runs` skips). Stopping sends SIGTERM: the trainer marks the run
-`interrupted` and keeps every finished epoch. Call `poll` (or `progress`) regularly: it reaps the
-process once it has ended, so no zombie remains.
+`interrupted` and keeps every finished epoch. A daemon thread waits for each process, so it is reaped
+as soon as it ends (no zombie), whether or not anyone calls `poll`.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,8 @@ def launch(runs_dir: Path | str, name: str, **options) -> Launch:
         log.flush()
         process = subprocess.Popen(cmd, cwd=runs.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    # reap the process the moment it ends, even if nobody polls (the user left the page)
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     return Launch(name, runs_dir, log_path, cmd, process, time.time(), existing)
 
 

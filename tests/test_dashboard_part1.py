@@ -144,7 +144,8 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
 def test_runs_table_and_config_diff(monkeypatch, copy_run):
     a, b = copy_run("a"), copy_run("b")
     cfg = json.loads((b / "config.json").read_text())
-    cfg["train"]["lr"], cfg["train"]["optimizer"] = 0.05, "adam"
+    old_lr = cfg["train"]["lr"]
+    cfg["train"]["lr"], cfg["train"]["optimizer"] = old_lr * 2, "adam"
     (b / "config.json").write_text(json.dumps(cfg))
     at = open_app(monkeypatch, a.parent, "runs")
     table = at.dataframe[0].value.set_index("run")
@@ -161,6 +162,8 @@ def test_runs_table_and_config_diff(monkeypatch, copy_run):
     assert set(diff.index) == {"train.lr", "train.optimizer"}
     assert list(diff.loc["train.optimizer"]) == ["sgd", "adam"]
     assert len(chart(at, "runs_cmp_loss")["data"]) == 2                  # one val curve per run
+    at.button(key="runs_to_sidebar").click().run()
+    assert at.session_state["run_id"] == "a" and at.session_state["compare_runs"] == ["b"]
 
 
 def test_empty_runs_folder_offers_a_quick_run_and_stop_reaps_it(monkeypatch, tmp_path):
@@ -208,12 +211,14 @@ def test_train_form_passes_the_chosen_settings(monkeypatch, runs_dir):
     at.number_input(key="runs_f_epochs_custom").set_value(7)
     at.selectbox(key="runs_f_opt_custom").set_value("adam")
     at.number_input(key="runs_f_subset_custom").set_value(3000)
+    at.number_input(key="runs_f_eval_custom").set_value(500)
     [submit] = [b for b in at.button if "Start training" in b.label]
     submit.click().run()
     assert not at.exception
     name, options = calls[0]
     assert name == "custom" and options["preset"] is None
-    assert (options["epochs"], options["optimizer"], options["subset"]) == (7, "adam", 3000)
+    chosen = tuple(options[k] for k in ("epochs", "optimizer", "subset", "eval_subset"))
+    assert chosen == (7, "adam", 3000, 500)
     at.session_state["runs_launches"][0].process.wait(10)
 
 
@@ -275,6 +280,24 @@ def test_class_by_epoch_heatmap_matches_per_class_recall(monkeypatch, runs_dir, 
         recall = recall_score(p["val_labels"], p["val_logits"].astype(np.float32).argmax(1), labels=range(10),
                               average=None, zero_division=0)
         np.testing.assert_allclose(z[:, e - 1], recall, atol=1e-9)
+
+
+def test_cartography_region_shows_those_training_images(monkeypatch, runs_dir, fixture_run):
+    epochs = sorted(int(f.stem[-3:]) for f in (fixture_run / "predictions").glob("epoch_*.npz"))
+    first = npz(fixture_run, epochs[0])
+    order = np.argsort(first["train_index"])
+    probs = np.stack([npz(fixture_run, e)["train_true_prob"][np.argsort(npz(fixture_run, e)["train_index"])]
+                      for e in epochs]).astype(np.float64)                 # (E, N) in index order
+    index = first["train_index"][order]
+    confidence, variability = probs.mean(0), probs.std(0)
+    hard = set(index[(variability < 0.2) & (confidence < 0.5)])          # Swayamdipta et al.'s hard-to-learn
+    assert hard, "the fixture run should have hard-to-learn examples"
+    at = open_app(monkeypatch, runs_dir, "overfitting")
+    assert not [c for c in captions(at) if "conf" in c]                 # nothing picked yet
+    at.selectbox(key="over_carto_region").set_value("hard-to-learn").run()
+    assert not at.exception and not errors(at)
+    shown = [int(c.split(" ")[0][1:]) for c in captions(at) if "conf" in c]
+    assert len(shown) == min(48, len(hard)) and set(shown) <= hard
 
 
 # ----------------------------------------------------------------------------- Data
@@ -376,6 +399,17 @@ def test_corrupt_predictions_are_named_and_other_pages_work(monkeypatch, copy_ru
     for page in ("runs", "curves", "data_page"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception and not errors(at), page
+
+
+def test_corrupt_metrics_are_named(monkeypatch, copy_run):
+    run = copy_run("badmetrics")
+    (run / "metrics.csv").write_text("no,such\ncolumns,here\n")
+    at = open_app(monkeypatch, run.parent, "runs")                      # the sidebar names it on every page
+    assert "unreadable" in at.dataframe[0].value["status"][0]
+    for page in ("runs", "curves", "overfitting", "confusion"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception and errors(at) and all("metrics.csv" in e for e in errors(at)), page
+    assert chart(at, "conf_matrix")["data"]                               # predictions are still readable
 
 
 def test_corrupt_checkpoint_does_not_break_these_pages(monkeypatch, copy_run):

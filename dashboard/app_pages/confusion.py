@@ -42,10 +42,12 @@ if not pred_epochs:
             "matrix, error gallery or per-class table. Runs trained with `python -m model.train` save "
             "predictions after every epoch; the *Training curves* and *Overfitting* pages work from metrics alone.")
     st.stop()
-epoch = sel.epoch if sel.epoch in pred_epochs else max([e for e in pred_epochs if e <= (sel.epoch or 0)]
-                                                         or [pred_epochs[-1]])
-if epoch != sel.epoch:
-    st.caption(f"Epoch {sel.epoch} has no saved predictions; showing epoch {epoch}.")
+if sel.epoch in pred_epochs:
+    epoch = sel.epoch
+else:   # no predictions for the sidebar's epoch (or no readable metrics): the closest earlier epoch that has them
+    epoch = max([e for e in pred_epochs if sel.epoch is not None and e <= sel.epoch] or [pred_epochs[-1]])
+    st.caption(f"Epoch {sel.epoch} has no saved predictions; showing epoch {epoch}." if sel.epoch is not None
+               else f"Showing epoch {epoch}, the last with saved predictions.")
 
 c1, c2 = st.columns(2)
 split = c1.radio("Set", ["val", "test"], key="conf_split", horizontal=True,
@@ -86,7 +88,8 @@ def gallery(positions: np.ndarray, captions: list[str], columns: int = 8, links:
         st.caption("Nothing to show.")
         return
     for start in range(0, len(positions), columns):
-        for col, pos, cap in zip(st.columns(columns), positions[start:start + columns], captions[start:start + columns]):
+        row = slice(start, start + columns)
+        for col, pos, cap in zip(st.columns(columns), positions[row], captions[row]):
             with col:
                 st.image(ui.digit(imgs[pos], 72), caption=cap)
                 if links:

@@ -76,7 +76,8 @@ for s in labels:
     share = counts[s] / max(len(labels[s]), 1)
     fig.add_trace(go.Bar(x=counts.index, y=counts[s], name=s, marker_color=report.SPLIT_COLORS[s], customdata=share,
                          hovertemplate=f"{s}: class %{{x}}<br>%{{y}} examples (%{{customdata:.1%}})<extra></extra>"))
-fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.2))
+fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=10, b=10),
+                  legend=dict(orientation="h", y=-0.2))
 fig.update_xaxes(title="class", dtick=1)
 fig.update_yaxes(title="examples")
 right.plotly_chart(fig, key="data_balance")
@@ -102,5 +103,6 @@ page = b3.number_input(f"Page (of {pages:,})", 1, pages, key="data_page")
 shown = positions[(page - 1) * PER_PAGE: page * PER_PAGE]
 file, first = SPLIT_SOURCES[kind][split]
 index = first + shown
-ui.digit_grid(cache.official_images(file, index), [f"#{i} · {y[p]}" for i, p in zip(index, shown)], columns=10, size=64)
+ui.digit_grid(cache.official_images(file, index), [f"#{i} · {y[p]}" for i, p in zip(index, shown)],
+              columns=10, size=64)
 st.caption(f"{len(positions):,} images · #index in the official {file} file · label")

@@ -133,10 +133,12 @@ with left, ui.section_guard("The confidence on mistakes"):
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=mc["epoch"], y=mc["wrong_confidence"], name="on mistakes", mode="lines+markers",
                              line=dict(color="#e03131"), customdata=mc["n_wrong"],
-                             hovertemplate="epoch %{x}<br>mean confidence %{y:.1%} on %{customdata} mistakes<extra></extra>"))
+                             hovertemplate="epoch %{x}<br>mean confidence %{y:.1%} "
+                                           "on %{customdata} mistakes<extra></extra>"))
     fig.add_trace(go.Scatter(x=mc["epoch"], y=mc["right_confidence"], name="on right answers", mode="lines+markers",
                              line=dict(color="#2b8a3e"), customdata=mc["n_right"],
-                             hovertemplate="epoch %{x}<br>mean confidence %{y:.1%} on %{customdata} right<extra></extra>"))
+                             hovertemplate="epoch %{x}<br>mean confidence %{y:.1%} "
+                                           "on %{customdata} right<extra></extra>"))
     fig.update_layout(title="Mean confidence (top probability), validation set", height=380,
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
     fig.update_xaxes(title="epoch", dtick=1)
@@ -217,7 +219,8 @@ fig.add_shape(type="rect", x0=0, x1=AMBIGUOUS_VARIABILITY, y0=-0.02, y1=EASY_CON
               fillcolor=shade["hard-to-learn"], line_width=0, layer="below")
 fig.add_shape(type="rect", x0=AMBIGUOUS_VARIABILITY, x1=x_max, y0=-0.02, y1=1.02, fillcolor=shade["ambiguous"],
               line_width=0, layer="below")
-for text, x, y in (("easy", 0.01, 1.0), ("hard-to-learn", 0.01, 0.02), ("ambiguous", AMBIGUOUS_VARIABILITY + 0.01, 1.0)):
+for text, x, y in (("easy", 0.01, 1.0), ("hard-to-learn", 0.01, 0.02),
+                   ("ambiguous", AMBIGUOUS_VARIABILITY + 0.01, 1.0)):
     fig.add_annotation(x=x, y=y, text=text, showarrow=False, xanchor="left", font=dict(color="#868e96"))
 fig.add_trace(go.Scattergl(
     x=sample["variability"], y=sample["confidence"], mode="markers",
@@ -233,8 +236,9 @@ fig.update_yaxes(title="confidence (mean true-class probability)", range=[-0.02,
 if len(sample) < len(carto):
     st.caption(f"Showing a random sample of {len(sample):,} of {len(carto):,} training examples.")
 event = st.plotly_chart(fig, key="over_carto", on_select="rerun", selection_mode=("box", "lasso"))
-picked = [int(p["customdata"][0]) for p in (event.selection.points if event and event.selection else [])
-          if p.get("customdata")]
+points = event.selection.points if event and event.selection else []
+rows_picked = [p.get("point_index", p.get("point_number")) for p in points if p.get("curve_number", 0) == 0]
+picked = [int(sample["index"].iloc[i]) for i in rows_picked if i is not None]
 counts = carto["region"].value_counts()
 region = st.selectbox("…or show the examples of a region", ["—", *REGIONS], key="over_carto_region",
                       format_func=lambda r: r if r == "—" else f"{r} ({counts.get(r, 0):,} examples)",
@@ -252,5 +256,6 @@ else:
     rows = None
 if rows is not None:
     ui.digit_grid(cache.official_images("train", rows["index"].to_numpy()),
-                  [f"#{i} · {y} · conf {c:.2f}" for i, y, c in rows[["index", "label", "confidence"]].itertuples(index=False)],
+                  [f"#{i} · {y} · conf {c:.2f}"
+                   for i, y, c in rows[["index", "label", "confidence"]].itertuples(index=False)],
                   columns=8, size=64)

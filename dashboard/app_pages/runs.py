@@ -31,7 +31,7 @@ ui.intro(
 
 launches: list[training.Launch] = st.session_state.setdefault(LAUNCHES, [])
 for launch in launches:
-    training.poll(launch)          # reap processes that have ended: no zombies
+    training.poll(launch)          # note processes that have ended (training.launch also reaps them)
 
 
 def start_training(**options) -> None:
@@ -54,7 +54,7 @@ def render_launches() -> None:
     if not active:
         return
     st.subheader("Training from the dashboard")
-    for i, launch in enumerate(active):
+    for launch in active:
         p = training.progress(launch)
         with st.container(border=True):
             head, buttons = st.columns([4, 1])
@@ -70,7 +70,7 @@ def render_launches() -> None:
                                help="Send SIGTERM: the run is marked interrupted; finished epochs are kept.")
             else:
                 buttons.button("Dismiss", key=f"runs_dismiss_{launch.pid}", width="stretch",
-                               on_click=lambda l=launch: setattr(l, "dismissed", True))  # noqa: E741
+                               on_click=lambda item=launch: setattr(item, "dismissed", True))
             if p.run_dir is not None and p.epochs_done:
                 buttons.button("Open", key=f"runs_open_{launch.pid}", width="stretch",
                                help="Select this run in the sidebar.",
@@ -127,6 +127,7 @@ if sel.runs:
     table = pd.DataFrame([summary_row(r) for r in sel.runs])
     pct = st.column_config.NumberColumn(format="percent")
     st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
+                 column_order=[c for c in table.columns if c != "run"] + ["run"],
                  column_config={"run": st.column_config.TextColumn("run id", width="medium"),
                                 "val acc": pct, "test acc": pct, "top val acc": pct,
                                 "lr": st.column_config.NumberColumn(format="%g")})
@@ -196,10 +197,12 @@ with st.form("runs_train_form", border=True):
                            key=f"runs_f_variant_{preset}", help="Architecture variant (model/net.py).")
     subset = c3.number_input("Training examples (0 = all)", 0, 60000, int(base["subset"]), step=1000,
                              key=f"runs_f_subset_{preset}")
+    eval_subset = c1.number_input("Validation/test examples (0 = all)", 0, 10000, int(base["eval_subset"]), step=500,
+                                  key=f"runs_f_eval_{preset}", help="Fewer makes each epoch's evaluation faster.")
     submitted = st.form_submit_button("🚀 Start training", type="primary", disabled=running)
     if running:
         st.caption("A training started here is still running: stop it or wait for it to finish.")
 if submitted and not running:
     start_training(name=name, preset=None if preset == "custom" else preset, epochs=int(epochs), lr=float(lr),
-                   optimizer=optimizer, variant=variant, subset=int(subset))
+                   optimizer=optimizer, variant=variant, subset=int(subset), eval_subset=int(eval_subset))
     st.rerun()

@@ -1,0 +1,262 @@
+"""Drive the real dashboard in headless Chromium: start the server, open pages, wait for them to settle.
+
+Shared by `tests/test_browser.py` and `bench/page_render.py`. Needs Debian's chromium
+(`/usr/bin/chromium`, `.ci/run` installs it) and the `playwright` Python package; Playwright's own
+browser download is never used.
+
+"Rendered" means: the app's script state is `notRunning` after the navigation started, no status
+widget ("Running...") and no stale element is left, the main block has content, every Plotly chart
+has drawn its SVG, every image has loaded, and then the DOM stayed unchanged for `quiet_ms`.
+The render time is the time of the last DOM change before that quiet window.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 900}
+
+# page name (file in dashboard/app_pages/) -> URL path Streamlit derives from it (runs is the default page)
+PAGES: dict[str, str] = {
+    "runs": "/", "curves": "/curves", "overfitting": "/overfitting", "data_page": "/data_page",
+    "confusion": "/confusion", "attributions": "/attributions", "filters": "/filters", "draw": "/draw",
+}
+
+# Installed before any page script: timestamps every DOM change and every script-state change of the app.
+_CLOCK_JS = """
+(() => {
+  window.__lastMutation = performance.now();
+  window.__states = [];
+  const start = () => {
+    new MutationObserver((records) => {
+      window.__lastMutation = performance.now();
+      for (const r of records) {
+        if (r.type === 'attributes' && r.attributeName === 'data-test-script-state') {
+          window.__states.push([performance.now(), r.target.getAttribute('data-test-script-state')]);
+        }
+      }
+    }).observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
+  };
+  if (document.documentElement) start(); else document.addEventListener('DOMContentLoaded', start);
+})();
+"""
+
+# True when the page looks finished (everything but the quiet window).
+_SETTLED_JS = """
+(since) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (!window.__states.some(([t, s]) => t >= since && s === 'notRunning')
+      && !(since === 0 && window.__states.length === 0)) return false;
+  if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
+  const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+  if (!main || !main.querySelector('[data-testid="stElementContainer"]')) return false;
+  if (main.querySelector('[data-stale="true"]')) return false;
+  if (main.querySelector('[data-testid="stSkeleton"]')) return false;
+  for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]')) {
+    if (!chart.querySelector('.main-svg')) return false;
+  }
+  for (const img of main.querySelectorAll('img')) {
+    if (!img.complete) return false;
+  }
+  return true;
+}
+"""
+
+
+def browser_missing() -> str | None:
+    """Why the real-browser tools are unavailable, or None when chromium and playwright are both there."""
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        return f"{CHROMIUM} not found: install Debian's chromium (`apt-get install chromium`, .ci/run does it)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (`pip install -e .[dev]`)"
+    return None
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on localhost."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(runs_dir: Path, port: int | None = None, timeout: float = 60.0,
+                     log_path: Path | None = None) -> Iterator[str]:
+    """Run `streamlit run dashboard/app.py` on `runs_dir` and yield its base URL; always stop it.
+
+    Args:
+        runs_dir: folder of runs, passed as DIGIT_LENS_RUNS.
+        port: the port to serve on. Default: a free one.
+        timeout: seconds to wait for /_stcore/health.
+        log_path: where the server's output goes. Default: discarded.
+    """
+    port = port or free_port()
+    env = dict(os.environ, DIGIT_LENS_RUNS=str(runs_dir))
+    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {proc.returncode} before it was healthy")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"streamlit not healthy after {timeout:.0f}s on {url}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        _stop(proc)
+        if log_path:
+            log.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server's process group (streamlit and anything it started): SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, 15)
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+
+
+def launch_chromium(playwright):
+    """Debian's headless chromium through Playwright (never Playwright's own browser download)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+@dataclass
+class ConsoleLog:
+    """Browser console errors and uncaught page errors of one page (attach before navigating)."""
+    errors: list[str] = field(default_factory=list)
+
+    def attach(self, page) -> "ConsoleLog":
+        page.on("console", lambda m: self.errors.append(f"console.error: {m.text} [{m.location.get('url', '')}]")
+                if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        return self
+
+
+def new_page(browser):
+    """A fresh page (own context, so a fresh Streamlit session) with the render clock installed."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.add_init_script(_CLOCK_JS)
+    return page
+
+
+def wait_rendered(page, since: float = 0.0, timeout: float = 60.0, quiet_ms: float = 500.0) -> float:
+    """Wait until the page has settled (see the module docstring); return when it last changed.
+
+    Args:
+        page: a Playwright page made by `new_page`.
+        since: the page clock (performance.now(), ms) at which the navigation started: a script run
+            counts only if it finished after it. 0 for a fresh page load.
+        timeout: seconds before giving up (TimeoutError).
+        quiet_ms: how long the DOM must stay unchanged.
+    Returns:
+        Seconds from `since` to the last DOM change.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.evaluate(_SETTLED_JS, since):
+            last = page.evaluate("window.__lastMutation")
+            now = page.evaluate("performance.now()")
+            if now - last >= quiet_ms:
+                if page.evaluate(_SETTLED_JS, since):
+                    return (last - since) / 1000.0
+            else:
+                page.wait_for_timeout(max(50.0, quiet_ms - (now - last)))
+                continue
+        page.wait_for_timeout(100)
+    state = page.evaluate("document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state')")
+    raise TimeoutError(f"page {page.url} did not settle within {timeout:.0f}s (script state {state!r})")
+
+
+def open_page(page, base_url: str, path: str, timeout: float = 60.0) -> float:
+    """Load `base_url + path` (a full page load, new script run) and wait for it; return the render time in s."""
+    page.goto(base_url + path, wait_until="domcontentloaded")
+    return wait_rendered(page, 0.0, timeout)
+
+
+def switch_page(page, title: str, timeout: float = 60.0) -> float:
+    """Click the sidebar link whose text contains `title` (client-side navigation); return the render time in s."""
+    since = page.evaluate("""(title) => {
+        const link = [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
+            .find(a => a.innerText.includes(title));
+        if (!link) return null;
+        const t = performance.now();
+        link.click();
+        return t;
+    }""", title)
+    if since is None:
+        raise LookupError(f"no sidebar link with text {title!r}")
+    return wait_rendered(page, since, timeout)
+
+
+def nav_titles(page) -> dict[str, str]:
+    """Sidebar navigation: URL path -> link text (without the icon)."""
+    pairs = page.eval_on_selector_all('[data-testid="stSidebarNavLink"]',
+                                      "els => els.map(a => [new URL(a.href).pathname, a.innerText])")
+    return {path: text.strip().split("\n")[-1].strip() for path, text in pairs}
+
+
+def app_errors(page) -> list[str]:
+    """Texts of Streamlit exception blocks and st.error boxes on the page."""
+    return page.eval_on_selector_all(
+        '[data-testid="stException"], [data-testid="stAlertContentError"]',
+        "els => els.map(e => e.innerText.slice(0, 500))")
+
+
+def screenshot_full(page, path: Path, max_height: int = 20000) -> None:
+    """Screenshot the whole app: Streamlit scrolls inside its main container, not the document, so the
+    viewport is made as tall as the content for the shot (then restored)."""
+    height = page.evaluate("""() => Math.max(...['stMain', 'stAppViewContainer', 'stSidebarContent']
+        .map(id => document.querySelector(`[data-testid="${id}"]`))
+        .filter(Boolean).map(e => e.scrollHeight), document.documentElement.scrollHeight)""")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(max_height, max(size["height"], int(height)))})
+    try:
+        page.wait_for_timeout(300)  # let the layout react to the new size
+        _wait_quiet(page)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(size)
+
+
+def _wait_quiet(page, quiet_ms: float = 400.0, timeout: float = 10.0) -> None:
+    """Wait (at most `timeout` s) until the DOM has not changed for `quiet_ms`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        idle = page.evaluate("performance.now() - window.__lastMutation")
+        if idle >= quiet_ms:
+            return
+        page.wait_for_timeout(quiet_ms - idle)

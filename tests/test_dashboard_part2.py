@@ -1,0 +1,359 @@
+"""AppTest of the "How it decides" pages: Attributions, Filters & activations, Draw a digit.
+
+Every page runs against the fixture run (tests/conftest.py). What a page shows is compared with
+references computed here straight from the checkpoint with PyTorch and Captum (and the official
+MNIST files), never with the dashboard's own helpers. Settings are kept small (few methods, few
+IG steps) so the whole file stays fast on a 2-core machine.
+
+The drawing canvas cannot be driven by AppTest (a custom component); its blank state can, and the
+upload path (st.file_uploader, which AppTest drives) goes through the same preprocessing and model.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import GuidedBackprop, IntegratedGradients, Saliency
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from data.mnist import load_raw
+from model import runs
+from model.net import to_input
+
+APP = "../dashboard/app.py"
+TIMEOUT = 120
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@pytest.fixture()
+def app(runs_dir, monkeypatch):
+    """A fresh AppTest of the dashboard on the fixture runs folder; pass session state to preset widgets."""
+    monkeypatch.setenv("DIGIT_LENS_RUNS", str(runs_dir))
+
+    def make(page: str, **session) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        for k, v in session.items():
+            at.session_state[k] = v
+        at.run()
+        at.switch_page(f"app_pages/{page}.py").run()
+        return at
+    return make
+
+
+def ok(at: AppTest) -> None:
+    """The page ran without an exception and without an error box."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def chart(at: AppTest, key: str) -> dict:
+    """The Plotly figure (as JSON) of the chart with this widget key."""
+    found = [e for e in at.get("plotly_chart") if e.proto.id.endswith(f"-{key}")]
+    assert found, f"no chart with key {key!r}"
+    return json.loads(found[0].proto.spec)
+
+
+def array(value) -> np.ndarray:
+    """A Plotly array: a plain list, or the typed-array form {"dtype", "bdata", "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if shape:
+            a = a.reshape([int(s) for s in str(shape).split(",")])
+        return a.astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def heatmap(at: AppTest, key: str) -> np.ndarray:
+    return array(chart(at, key)["data"][0]["z"])
+
+
+def markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}"
+    return values[0]
+
+
+def model_at(run: str, epoch: int) -> torch.nn.Module:
+    return runs.load_model(run, epoch).eval()
+
+
+def split_image(position: int, run) -> torch.Tensor:
+    """The fixture run's test example at `position`, from the official file: (1,1,28,28) in [0,1]."""
+    index = runs.load_predictions(run, 3)["test_index"][position]
+    img = load_raw()["t10k-images-idx3-ubyte"][index]
+    return to_input(torch.from_numpy(img.copy())[None])
+
+
+def saliency(model, x, target: int) -> np.ndarray:
+    return Saliency(model).attribute(x.clone().requires_grad_(), target=target, abs=True)[0, 0].detach().numpy()
+
+
+def png(array_: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array_).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- attributions
+
+ATTR_FAST = {"attr_split": "test", "attr_methods": ["saliency"], "attr_ig_steps": 8}
+
+
+def test_attributions_renders_with_trust_figures(app, fixture_run):
+    at = app("attributions", **ATTR_FAST)
+    ok(at)
+    text = markdown(at)
+    assert "Sanity check" in text and ("passes" in text or "fails" in text)
+    assert "Deletion AUC" in text and "vs random order" in text
+    # the saliency map is Captum's, on the checkpoint of the sidebar epoch (the best one), for the prediction
+    epoch = at.session_state["epoch"]
+    model, x = model_at(fixture_run, epoch), split_image(0, fixture_run)
+    pred = int(model(x).argmax())
+    assert metric(at, f"Predicted (epoch {epoch})") == str(pred)
+    np.testing.assert_allclose(heatmap(at, "attr_map_saliency"), saliency(model, x, pred), rtol=1e-4, atol=1e-7)
+
+
+def test_attributions_target_example_and_epoch_change_the_map(app, fixture_run):
+    at = app("attributions", **ATTR_FAST)
+    before = heatmap(at, "attr_map_saliency")
+    epoch = at.session_state["epoch"]
+    model = model_at(fixture_run, epoch)
+    x0 = split_image(0, fixture_run)
+    other = (int(model(x0).argmax()) + 1) % 10
+
+    at.selectbox(key="attr_target").set_value(other).run()                 # "why not <other>?"
+    ok(at)
+    after = heatmap(at, "attr_map_saliency")
+    np.testing.assert_allclose(after, saliency(model, x0, other), rtol=1e-4, atol=1e-7)
+    assert not np.allclose(before, after)
+    assert f"class {other}" in chart(at, "attr_map_saliency")["layout"]["title"]["text"]
+
+    at.number_input(key="attr_index").set_value(5).run()                   # another example
+    ok(at)
+    np.testing.assert_allclose(heatmap(at, "attr_map_saliency"), saliency(model, split_image(5, fixture_run), other),
+                               rtol=1e-4, atol=1e-7)
+
+    first = runs.checkpoint_epochs(fixture_run)[0]
+    assert first != epoch
+    at.sidebar.select_slider(key="epoch").set_value(first).run()           # another epoch
+    ok(at)
+    np.testing.assert_allclose(heatmap(at, "attr_map_saliency"),
+                               saliency(model_at(fixture_run, first), split_image(5, fixture_run), other),
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_attributions_methods_warning_and_ig_delta(app, fixture_run):
+    at = app("attributions", **ATTR_FAST)
+    assert not any("known to fail" in w.value for w in at.warning)
+    at.multiselect(key="attr_methods").set_value(["guided_backprop", "integrated_gradients"]).run()
+    ok(at)
+    assert any("Guided Backprop is known to fail the sanity check" in w.value for w in at.warning)
+    assert "Convergence delta" in markdown(at)
+    epoch = at.session_state["epoch"]
+    model, x = model_at(fixture_run, epoch), split_image(0, fixture_run)
+    pred = int(model(x).argmax())
+    ig = IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=pred, n_steps=8)
+    np.testing.assert_allclose(heatmap(at, "attr_map_integrated_gradients"), ig[0, 0].numpy(), rtol=1e-3, atol=1e-6)
+    gbp = GuidedBackprop(model_at(fixture_run, epoch)).attribute(x.clone().requires_grad_(), target=pred)
+    np.testing.assert_allclose(heatmap(at, "attr_map_guided_backprop"), gbp[0, 0].numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for k, v in ATTR_FAST.items():
+        at.session_state[k] = v
+    at.query_params["split"] = "test"
+    at.query_params["index"] = "7"                                         # a link from the confusion page
+    at.run()
+    at.switch_page("app_pages/attributions.py").run()
+    ok(at)
+    assert at.session_state["attr_index"] == 7
+
+    # "most confident mistakes" picks the wrong prediction with the highest probability
+    epoch = at.session_state["epoch"]
+    pred_file = runs.load_predictions(fixture_run, epoch)
+    probs = torch.softmax(torch.from_numpy(pred_file["test_logits"].astype(np.float32)), 1).numpy()
+    wrong = np.flatnonzero(probs.argmax(1) != pred_file["test_labels"])
+    expected = int(wrong[np.argmax(probs[wrong].max(1))])
+    at.selectbox(key="attr_f_outcome").set_value("wrong")
+    at.selectbox(key="attr_f_order").set_value("most confident mistakes").run()
+    at.button(key="attr_f_go").click().run()
+    ok(at)
+    assert at.session_state["attr_index"] == expected
+
+    # class mean: Captum's saliency averaged over the first N test images of the class
+    at.slider(key="attr_mean_n").set_value(5)
+    at.selectbox(key="attr_mean_class").set_value(3)
+    at.toggle(key="attr_mean_on").set_value(True).run()
+    ok(at)
+    model = model_at(fixture_run, epoch)
+    raw = load_raw()
+    idx = np.flatnonzero(raw["t10k-labels-idx1-ubyte"] == 3)[:5]
+    xs = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][idx].copy()))
+    ref = Saliency(model).attribute(xs.requires_grad_(), target=3, abs=True).mean(0)[0].detach().numpy()
+    np.testing.assert_allclose(heatmap(at, "attr_mean_map"), ref, rtol=1e-4, atol=1e-7)
+
+    # FGSM: the prediction after one signed-gradient step of size epsilon
+    at.slider(key="attr_eps").set_value(0.3).run()
+    ok(at)
+    x = split_image(expected, fixture_run).requires_grad_()
+    pred = int(model(x).argmax())
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), torch.tensor([pred])), x)
+    adv = (x.detach() + 0.3 * grad.sign()).clamp(0, 1)
+    assert metric(at, "Prediction after FGSM") == str(int(model(adv).argmax()))
+    np.testing.assert_allclose(heatmap(at, "attr_adv_img"), adv[0, 0].numpy(), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- filters & activations
+
+FILT_FAST = {"filt_topn": 1000, "filt_am_steps": 50, "filt_emb_n": 500}
+
+
+def test_filters_kernels_follow_the_epoch(app, fixture_run):
+    at = app("filters", **FILT_FAST)
+    ok(at)
+    epoch = at.session_state["epoch"]
+
+    def kernels_shown() -> np.ndarray:
+        z = heatmap(at, "filt_kernels")                                    # 4x8 mosaic with 1-px gaps
+        return np.stack([z[r * 4:r * 4 + 3, c * 4:c * 4 + 3] for r in range(4) for c in range(8)])
+
+    weights = runs.load_state_dict(fixture_run, epoch)["conv1.weight"][:, 0].numpy()
+    np.testing.assert_allclose(kernels_shown(), weights, rtol=1e-6)
+    first = runs.checkpoint_epochs(fixture_run)[0]
+    at.sidebar.select_slider(key="epoch").set_value(first).run()
+    ok(at)
+    np.testing.assert_allclose(kernels_shown(), runs.load_state_dict(fixture_run, first)["conv1.weight"][:, 0].numpy(),
+                               rtol=1e-6)
+    assert len(chart(at, "filt_kernels")["frames"]) == len(runs.checkpoint_epochs(fixture_run))
+
+    # the embedding: sklearn's PCA of the fc1 features (after ReLU) of the first 500 test images, one trace per class
+    from sklearn.decomposition import PCA
+    model = model_at(fixture_run, first)
+    raw = load_raw()
+    x = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][:500].copy()))
+    with torch.no_grad():
+        h = model.pool2(model.relu2(model.conv2(model.pool1(model.relu1(model.conv1(x))))))
+        feats = model.relu3(model.fc1(h.flatten(1))).numpy()
+    xy = PCA(n_components=2, random_state=0).fit_transform(feats)
+    labels = raw["t10k-labels-idx1-ubyte"][:500]
+    traces = chart(at, "filt_emb_sel")["data"]
+    assert [t["name"] for t in traces] == [str(c) for c in range(10)]
+    for c, t in enumerate(traces):
+        np.testing.assert_array_equal(array(t["customdata"]), np.flatnonzero(labels == c))
+        np.testing.assert_allclose(array(t["x"]), xy[labels == c, 0], rtol=1e-3, atol=1e-3)
+
+
+def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
+    at = app("filters", filt_walk_index=4, filt_conv_channel=3, filt_conv_row=9, filt_conv_col=11, **FILT_FAST)
+    ok(at)
+    epoch = at.session_state["epoch"]
+    model = model_at(fixture_run, epoch)
+    raw = load_raw()
+    x = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][4:5].copy()))
+    with torch.no_grad():
+        probs = torch.softmax(model(x), 1)[0].numpy()
+        conv1 = model.conv1(x)[0].numpy()                                  # (32,26,26)
+    np.testing.assert_allclose(array(chart(at, "filt_walk_stage_softmax")["data"][0]["y"]), probs, rtol=1e-4, atol=1e-7)
+    expected = conv1[3, 9, 11]
+    text = markdown(at)
+    assert "Multiply and sum" in text and f"gives **{expected:.4f}**" in text
+    for stage, shape in (("conv1", "32×26×26"), ("pool1", "32×13×13"), ("conv2", "64×11×11"), ("pool2", "64×5×5")):
+        assert shape in chart(at, f"filt_walk_stage_{stage}")["layout"]["title"]["text"]
+
+    # the top image of conv2 channel 0: highest max of its post-ReLU map over the first 1000 test images
+    imgs = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][:1000].copy()))
+    with torch.no_grad():
+        scores = model.relu2(model.conv2(model.pool1(model.relu1(model.conv1(imgs)))))[:, 0].amax(dim=(1, 2))
+    top = int(torch.argmax(scores))
+    captions = [c for img in at.image for c in img.captions]
+    assert any(c.startswith(f"test #{top} ") for c in captions), captions
+
+    at.number_input(key="filt_conv_channel").set_value(5).run()            # another kernel, same pixel
+    ok(at)
+    assert f"gives **{conv1[5, 9, 11]:.4f}**" in markdown(at)
+
+
+# ----------------------------------------------------------------------------- draw a digit
+
+def digit_upload(position: int = 0) -> bytes:
+    """An MNIST test digit drawn dark on a light background at 10x size, as a PNG."""
+    img = load_raw()["t10k-images-idx3-ubyte"][position]
+    big = np.asarray(Image.fromarray(255 - img).resize((280, 280), Image.BILINEAR))
+    return png(np.stack([big] * 3, axis=-1))                               # RGB
+
+
+def test_draw_blank_canvas_asks_for_a_digit(app):
+    at = app("draw")
+    ok(at)
+    assert any("Draw a digit" in i.value for i in at.info)
+    assert "Prediction:" not in markdown(at)
+
+
+def test_draw_upload_predicts_and_follows_the_epoch(app, fixture_run):
+    from analysis.preprocess import preprocess
+    at = app("draw", draw_source="upload")
+    ok(at)
+    data = digit_upload(0)
+    at.file_uploader(key="draw_upload").set_value(("digit.png", data, "image/png")).run()
+    ok(at)
+    x = preprocess(data).tensor
+    epoch = at.session_state["draw_epoch"]
+    with torch.no_grad():
+        p = torch.softmax(model_at(fixture_run, epoch)(x), 1)[0].numpy()
+    assert f"Prediction: {int(p.argmax())}" in markdown(at)
+    np.testing.assert_allclose(array(chart(at, "draw_probs")["data"][0]["y"]), p, rtol=1e-4, atol=1e-7)
+    assert "Draw a digit" not in "".join(i.value for i in at.info)
+
+    first = runs.checkpoint_epochs(fixture_run)[0]
+    assert first != epoch
+    at.select_slider(key="draw_epoch").set_value(first).run()
+    ok(at)
+    with torch.no_grad():
+        p1 = torch.softmax(model_at(fixture_run, first)(x), 1)[0].numpy()
+    np.testing.assert_allclose(array(chart(at, "draw_probs")["data"][0]["y"]), p1, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(p, p1)
+    sal = Saliency(model_at(fixture_run, first)).attribute(x.clone().requires_grad_(), target=int(p1.argmax()), abs=True)
+    np.testing.assert_allclose(heatmap(at, "draw_saliency"), sal[0, 0].numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("notes.png", b"these are not the pixels you are looking for", "not an image"),
+    ("huge.png", b"\x89PNG" + bytes(11 * 1024 * 1024), "the limit is 10 MB"),
+    ("wide.png", png(np.zeros((10, 5000), np.uint8)), "the limit is 4096 pixels"),
+])
+def test_draw_bad_uploads_get_a_clear_message(app, name, data, message):
+    at = app("draw", draw_source="upload")
+    at.file_uploader(key="draw_upload").set_value((name, data, "image/png")).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert "Prediction:" not in markdown(at)
+
+
+# ----------------------------------------------------------------------------- a run with metrics only
+
+def test_pages_say_what_is_missing_without_checkpoints(copy_run, monkeypatch):
+    import shutil
+    run = copy_run("metrics-only")
+    shutil.rmtree(run / "checkpoints")
+    shutil.rmtree(run / "predictions")
+    monkeypatch.setenv("DIGIT_LENS_RUNS", str(run.parent))
+    for page in ("attributions", "filters", "draw"):
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+        at.switch_page(f"app_pages/{page}.py").run()
+        ok(at)
+        assert any("checkpoints" in i.value for i in at.info), (page, [i.value for i in at.info])
+        assert not at.get("plotly_chart"), page
