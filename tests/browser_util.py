@@ -7,7 +7,8 @@ browser download is never used.
 "Rendered" means: the app's script state is `notRunning` after the navigation started, no status
 widget ("Running...") and no stale element is left, the main block has content, every Plotly chart
 has drawn its SVG, every image has loaded, and then the DOM stayed unchanged for `quiet_ms`.
-The render time is the time of the last DOM change before that quiet window.
+The render time is the time of the last DOM change before that quiet window; the script time, the
+end of the last script run (what the server took).
 """
 from __future__ import annotations
 
@@ -54,25 +55,27 @@ _CLOCK_JS = """
 })();
 """
 
-# True when the page looks finished (everything but the quiet window).
+# Why the page is not finished yet ("" when it is, apart from the quiet window).
 _SETTLED_JS = """
 (since) => {
   const app = document.querySelector('[data-testid="stApp"]');
-  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (!app) return 'no stApp';
+  const state = app.getAttribute('data-test-script-state');
+  if (state !== 'notRunning') return 'script state ' + state;
   if (!window.__states.some(([t, s]) => t >= since && s === 'notRunning')
-      && !(since === 0 && window.__states.length === 0)) return false;
-  if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
+      && !(since === 0 && window.__states.length === 0)) return 'no script run finished yet';
+  if (document.querySelector('[data-testid="stStatusWidget"]')) return 'status widget shown';
   const main = document.querySelector('[data-testid="stMainBlockContainer"]');
-  if (!main || !main.querySelector('[data-testid="stElementContainer"]')) return false;
-  if (main.querySelector('[data-stale="true"]')) return false;
-  if (main.querySelector('[data-testid="stSkeleton"]')) return false;
+  if (!main || !main.querySelector('[data-testid="stElementContainer"]')) return 'main block empty';
+  if (main.querySelector('[data-stale="true"]')) return 'stale elements';
+  if (main.querySelector('[data-testid="stSkeleton"]')) return 'skeleton shown';
   for (const chart of main.querySelectorAll('[data-testid="stPlotlyChart"]')) {
-    if (!chart.querySelector('.main-svg')) return false;
+    if (chart.offsetParent !== null && !chart.querySelector('.main-svg')) return 'plotly chart not drawn';
   }
   for (const img of main.querySelectorAll('img')) {
-    if (!img.complete) return false;
+    if (!img.complete) return 'image loading';
   }
-  return true;
+  return '';
 }
 """
 
@@ -172,7 +175,14 @@ def new_page(browser):
     return page
 
 
-def wait_rendered(page, since: float = 0.0, timeout: float = 60.0, quiet_ms: float = 500.0) -> float:
+@dataclass
+class Render:
+    """How long one navigation took, in seconds from its start."""
+    settled: float  # until the last DOM change (what the user waits for)
+    script: float   # until the app's script run ended (server side; the browser may still be drawing)
+
+
+def wait_rendered(page, since: float = 0.0, timeout: float = 60.0, quiet_ms: float = 500.0) -> Render:
     """Wait until the page has settled (see the module docstring); return when it last changed.
 
     Args:
@@ -182,32 +192,36 @@ def wait_rendered(page, since: float = 0.0, timeout: float = 60.0, quiet_ms: flo
         timeout: seconds before giving up (TimeoutError).
         quiet_ms: how long the DOM must stay unchanged.
     Returns:
-        Seconds from `since` to the last DOM change.
+        Seconds from `since` to the last DOM change and to the end of the last script run.
     """
     deadline = time.monotonic() + timeout
+    why = "not checked"
     while time.monotonic() < deadline:
-        if page.evaluate(_SETTLED_JS, since):
-            last = page.evaluate("window.__lastMutation")
-            now = page.evaluate("performance.now()")
+        why = page.evaluate(_SETTLED_JS, since)
+        if not why:
+            last, now = page.evaluate("[window.__lastMutation, performance.now()]")
             if now - last >= quiet_ms:
-                if page.evaluate(_SETTLED_JS, since):
-                    return (last - since) / 1000.0
+                if not page.evaluate(_SETTLED_JS, since):
+                    ends = page.evaluate("(since) => window.__states.filter(([t, s]) => t >= since && "
+                                         "s === 'notRunning').map(([t]) => t)", since)
+                    end = ends[-1] if ends else last
+                    return Render((last - since) / 1000.0, (end - since) / 1000.0)
             else:
                 page.wait_for_timeout(max(50.0, quiet_ms - (now - last)))
                 continue
+            why = "the DOM keeps changing"
         page.wait_for_timeout(100)
-    state = page.evaluate("document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state')")
-    raise TimeoutError(f"page {page.url} did not settle within {timeout:.0f}s (script state {state!r})")
+    raise TimeoutError(f"page {page.url} did not settle within {timeout:.0f}s: {why}")
 
 
-def open_page(page, base_url: str, path: str, timeout: float = 60.0) -> float:
-    """Load `base_url + path` (a full page load, new script run) and wait for it; return the render time in s."""
+def open_page(page, base_url: str, path: str, timeout: float = 60.0) -> Render:
+    """Load `base_url + path` (a full page load, new script run) and wait for it to settle."""
     page.goto(base_url + path, wait_until="domcontentloaded")
     return wait_rendered(page, 0.0, timeout)
 
 
-def switch_page(page, title: str, timeout: float = 60.0) -> float:
-    """Click the sidebar link whose text contains `title` (client-side navigation); return the render time in s."""
+def switch_page(page, title: str, timeout: float = 60.0) -> Render:
+    """Click the sidebar link whose text contains `title` (client-side navigation) and wait for it to settle."""
     since = page.evaluate("""(title) => {
         const link = [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
             .find(a => a.innerText.includes(title));

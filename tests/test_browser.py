@@ -125,28 +125,30 @@ def test_confusion_cell_click_shows_its_examples(server, page, fixture_run):
 
 def test_draw_a_stroke_gives_a_prediction(server, page):
     open_page(page, server, PAGES["draw"], PAGE_TIMEOUT)
-    frame_el = page.locator('iframe[title*="canvas" i], iframe[title*="drawable" i]').first
-    if frame_el.count() == 0:
-        pytest.fail("no drawing canvas (streamlit-drawable-canvas iframe) on the Draw page")
-    frame_el.scroll_into_view_if_needed()
-    canvas = frame_el.content_frame.locator("canvas").last
+    prediction = page.get_by_text(re.compile(r"^Prediction: \d$"))
+    assert prediction.count() == 0, "no prediction before anything is drawn"
+    frame = page.locator('iframe[title*="canvas" i]').first
+    assert frame.count() == 1, "no drawing canvas (streamlit-drawable-canvas iframe) on the Draw page"
+    frame.scroll_into_view_if_needed()
+    canvas = frame.content_frame.locator("canvas").last   # fabric.js: the upper canvas takes the mouse
     canvas.wait_for(state="visible", timeout=30_000)
-    box = canvas.bounding_box()
-    frame_box = frame_el.bounding_box()
-    assert box and frame_box
+    box = canvas.bounding_box()                            # in main-page coordinates
+    assert box and box["width"] > 100
     # a "7": a top bar, then a diagonal down to the bottom left
     pts = [(0.25, 0.2), (0.75, 0.2), (0.6, 0.5), (0.45, 0.85)]
     xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in pts]
     since = page.evaluate("performance.now()")
     page.mouse.move(*xy[0])
     page.mouse.down()
-    for a, b in zip(xy, xy[1:]):
-        page.mouse.move(*b, steps=12)
+    for point in xy[1:]:
+        page.mouse.move(*point, steps=12)
     page.mouse.up()
-    page.wait_for_function("() => window.__states.some(([t, s]) => t > %f && s === 'running')" % since,
+    page.wait_for_function(f"() => window.__states.some(([t, s]) => t > {since} && s === 'running')",
                            timeout=30_000)
     wait_rendered(page, since, PAGE_TIMEOUT)
-    assert page.get_by_text(re.compile("Prediction", re.I)).count() >= 1
+    assert prediction.count() == 1
+    assert page.locator('.st-key-draw_probs [data-testid="stPlotlyChart"], .st-key-draw_probs .js-plotly-plot').count() >= 1
     assert app_errors(page) == []
     assert real_errors(page.console_log.errors) == []
+    page.mouse.move(0, 0)
     screenshot_full(page, SCREENSHOTS / "draw_stroke.png")

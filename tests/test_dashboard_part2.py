@@ -270,7 +270,8 @@ def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
     expected = conv1[3, 9, 11]
     text = markdown(at)
     assert "Multiply and sum" in text and f"gives **{expected:.4f}**" in text
-    for stage, shape in (("conv1", "32×26×26"), ("pool1", "32×13×13"), ("conv2", "64×11×11"), ("pool2", "64×5×5")):
+    shapes = {"conv1": "32×26×26", "pool1": "32×13×13", "conv2": "64×11×11", "pool2": "64×5×5"}
+    for stage, shape in shapes.items():
         assert shape in chart(at, f"filt_walk_stage_{stage}")["layout"]["title"]["text"]
 
     # the top image of conv2 channel 0: highest max of its post-ReLU map over the first 1000 test images
@@ -325,8 +326,8 @@ def test_draw_upload_predicts_and_follows_the_epoch(app, fixture_run):
         p1 = torch.softmax(model_at(fixture_run, first)(x), 1)[0].numpy()
     np.testing.assert_allclose(array(chart(at, "draw_probs")["data"][0]["y"]), p1, rtol=1e-4, atol=1e-7)
     assert not np.allclose(p, p1)
-    sal = Saliency(model_at(fixture_run, first)).attribute(x.clone().requires_grad_(), target=int(p1.argmax()), abs=True)
-    np.testing.assert_allclose(heatmap(at, "draw_saliency"), sal[0, 0].numpy(), rtol=1e-4, atol=1e-7)
+    sal = saliency(model_at(fixture_run, first), x, int(p1.argmax()))
+    np.testing.assert_allclose(heatmap(at, "draw_saliency"), sal, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("name, data, message", [

@@ -169,9 +169,10 @@ def options(method: str) -> dict:
 
 def sanity_warning(method: str) -> None:
     if METHOD_INFO[method].fails_sanity:
-        st.warning(f"⚠️ **{name(method)} is known to fail the sanity check** (Adebayo et al. 2018): its map "
-                   "barely changes when the network's weights are replaced by random ones. It mostly shows "
-                   "the edges of the input, not what this model learned: do not read it as the model's reasoning.")
+        st.warning(f"⚠️ **{name(method)} is known to fail the sanity check** (Adebayo et al. 2018): over many "
+                   "images its map barely changes when the network's weights are replaced by random ones (the "
+                   "check on this one image may still pass). It mostly shows the edges of the input, not what "
+                   "this model learned: do not read it as the model's reasoning.")
 
 
 def trust_curves(method: str, table: pd.DataFrame, deletion: pd.DataFrame) -> go.Figure:

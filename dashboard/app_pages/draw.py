@@ -1,4 +1,9 @@
-"""Draw a digit: the CNN reads a drawing or an uploaded picture, after MNIST-style preprocessing, step by step."""
+"""Draw a digit: the CNN reads a drawing or an uploaded picture, after MNIST-style preprocessing, step by step.
+
+The canvas is streamlit-drawable-canvas 0.13, a components-v2 component: it is drawn in the page itself, not
+in an iframe (Fabric.js stacks 280x280 <canvas> elements; mouse events land on the top one). Once something
+is drawn or uploaded, the page shows the stable text "Prediction: <digit>"; before that, "Draw a digit".
+"""
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -25,7 +30,7 @@ ui.intro(
   is light (MNIST is white ink on black); crop to the ink; scale the longer side to 20 pixels; place it in
   a 28×28 field so that its centre of mass is in the middle. The last picture is exactly what the model sees.
   A digit that looks unlike MNIST after these steps (very thin strokes, touching the border) is read worse.
-- **Prediction**: the class with the highest probability; the bars show all ten.
+- **The predicted class** is the one with the highest probability; the bars show all ten.
 - **Saliency** (white → red: how much each pixel matters) and **Integrated Gradients** (red for, blue against
   the predicted class) show which strokes the answer rests on.
 - **Model epoch**: the same drawing read by the model as it was after an earlier epoch.
@@ -92,7 +97,7 @@ with left:
 pre = None
 with right:
     if data is None:
-        st.info("✏️ **Draw a digit** on the black square (or upload a picture): the prediction appears here.")
+        st.info("✏️ **Draw a digit** on the black square (or upload a picture): the network's answer appears here.")
     else:
         try:
             pre = preprocess(data)

@@ -5,6 +5,9 @@ import streamlit as st
 
 from dashboard import cache, maps, state, ui, walkthrough
 
+CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",     # Plotly's D3 palette:
+                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]     # ten distinct classes
+
 sel = state.current()
 st.title("🧠 Filters & activations")
 ui.intro(
@@ -61,7 +64,8 @@ def kernel_animation(run_dir: str, epochs: list[int], start: int) -> go.Figure:
         sliders=[dict(active=epochs.index(start), steps=steps, currentvalue=dict(prefix="epoch "), pad=dict(t=30))],
         updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
                           buttons=[dict(label="▶ play", method="animate", args=[None, dict(
-                              frame=dict(duration=700, redraw=True), fromcurrent=False, transition=dict(duration=0))])])])
+                              frame=dict(duration=700, redraw=True), fromcurrent=False,
+                              transition=dict(duration=0))])])])
     maps.square(fig, 430, f"conv1: 32 kernels 3×3 (epoch {start} shown; ▶ or the slider for others)")
     fig.update_layout(margin=dict(l=4, r=4, t=34, b=90))
     return fig
@@ -86,7 +90,8 @@ with tab_c1:
             for f, rows in drift.groupby("filter"):
                 fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[kind], mode="lines", name=f"kernel {f}",
                                          line=dict(width=1, color="rgba(76,110,245,0.35)"), showlegend=False,
-                                         hovertemplate=f"kernel {f}<br>epoch %{{x}}<br>distance %{{y:.4f}}<extra></extra>"))
+                                         hovertemplate=f"kernel {f}<br>epoch %{{x}}<br>"
+                                                       "distance %{y:.4f}<extra></extra>"))
             mean = drift.groupby("epoch")[kind].mean()
             fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines+markers", name="mean of the 32",
                                      line=dict(width=3, color="#E8590C")))
@@ -153,7 +158,7 @@ with tab_emb:
         rows = np.flatnonzero(labels == c)
         per_class.append(index[rows])
         fig.add_trace(go.Scatter(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=str(c),
-                                 marker=dict(size=5, opacity=0.8), customdata=index[rows],
+                                 marker=dict(size=5, opacity=0.8, color=CLASS_COLORS[c]), customdata=index[rows],
                                  hovertemplate=f"digit {c}<br>test #%{{customdata}}<extra></extra>"))
     fig.update_layout(height=560, margin=dict(l=4, r=4, t=10, b=4), legend_title_text="class",
                       dragmode="lasso", xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
