@@ -262,3 +262,10 @@ def suspicious_labels_in_run(run_dir: Path | str, split: str = "val", last: int 
     loaded = [split_predictions(run_dir, e, split) for e in epochs]
     _, labels, index = loaded[-1]
     return suspicious_labels([p for p, _, _ in loaded], labels, threshold, index=index)
+
+
+def row_normalize(cm: np.ndarray) -> np.ndarray:
+    """Each row of a confusion matrix as shares of its true class (rows with no examples stay 0)."""
+    cm = np.asarray(cm, dtype=float)
+    support = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0)

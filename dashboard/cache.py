@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.dataset import class_means
 from data import mnist
 from model import runs
 from model.net import Net
@@ -235,7 +236,7 @@ def class_mean_images(root: str | None = None) -> np.ndarray:
     """(10,28,28) float: the mean of the official training images of each class."""
     raw = load_raw_mnist(root)
     images, labels = raw["train-images-idx3-ubyte"], raw["train-labels-idx1-ubyte"]
-    return np.stack([images[labels == c].mean(axis=0) for c in range(10)])
+    return class_means(images, labels)
 
 
 # ---- part 2: attributions, filters & activations, draw ----

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis.errors import row_normalize
 from model import runs
 
 SPLIT_COLORS = {"train": "#868e96", "val": "#4C6EF5", "test": "#F08C00"}
@@ -176,9 +177,7 @@ def confusion_animation(cms: dict[int, np.ndarray], normalize: bool = False, hei
 
 def _shown(cm: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
     """The cell values to show (counts, or shares of the row) and the same with the diagonal as NaN."""
-    cm = np.asarray(cm, dtype=float)
-    support = cm.sum(axis=1, keepdims=True)
-    shown = np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0) if normalize else cm
+    shown = row_normalize(cm) if normalize else np.asarray(cm, dtype=float)
     off = shown.copy()
     np.fill_diagonal(off, np.nan)
     return shown, off

@@ -3,6 +3,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.curves import ema
 from dashboard import cache, report, state, ui
 from model.runs import RunError
 
@@ -75,7 +76,7 @@ for i, (name, df) in enumerate(steps.items()):
     fig.add_trace(go.Scatter(x=df["step"], y=df["loss"], mode="lines", name=f"{name} · raw", opacity=0.25,
                              line=dict(color=color, width=1), legendgroup=name, customdata=df["epoch"],
                              hovertemplate="step %{x} (epoch %{customdata})<br>loss %{y:.4f}<extra>raw</extra>"))
-    smooth = df["loss"].ewm(alpha=1 - smoothing).mean() if smoothing > 0 else df["loss"]
+    smooth = ema(df["loss"], smoothing)
     fig.add_trace(go.Scatter(x=df["step"], y=smooth, mode="lines", name=f"{name} · smoothed",
                              line=dict(color=color, width=2.5), legendgroup=name,
                              hovertemplate="step %{x}<br>smoothed loss %{y:.4f}<extra></extra>"))
