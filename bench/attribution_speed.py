@@ -31,19 +31,8 @@ from captum.attr import DeepLift, IntegratedGradients  # noqa: E402
 
 from analysis.attributions import attribute, private_copy  # noqa: E402
 from data.mnist import load_raw  # noqa: E402
-from model import runs  # noqa: E402
-from model.net import Net, to_input  # noqa: E402
-
-
-def pick_model(run: str | None) -> tuple[torch.nn.Module, str]:
-    """The model of --run, else of the newest run with a checkpoint, else a random seed Net."""
-    if run:
-        return runs.load_model(run), run
-    for info in runs.list_runs():
-        if runs.checkpoint_epochs(info.path):
-            return runs.load_model(info.path), str(info.path)
-    torch.manual_seed(0)
-    return Net().eval(), "random init (no run with a checkpoint)"
+from bench.common import pick_model  # noqa: E402
+from model.net import to_input  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:

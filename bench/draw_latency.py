@@ -26,21 +26,9 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from analysis.preprocess import preprocess  # noqa: E402
-from model import runs  # noqa: E402
-from model.net import Net  # noqa: E402
+from bench.common import pick_model  # noqa: E402
 
 TARGET_MS = 150.0
-
-
-def pick_model(run: str | None) -> tuple[torch.nn.Module, str]:
-    """The model of --run, else of the newest run with a checkpoint, else a random seed Net."""
-    if run:
-        return runs.load_model(run), run
-    for info in runs.list_runs():
-        if runs.checkpoint_epochs(info.path):
-            return runs.load_model(info.path), str(info.path)
-    torch.manual_seed(0)
-    return Net().eval(), "random init (no run with a checkpoint)"
 
 
 def saliency_fn():

@@ -9,6 +9,7 @@ import streamlit as st
 from PIL import Image
 
 from data.mnist import DataError
+from model import runs
 from model.runs import RunError
 
 
@@ -34,6 +35,29 @@ def section_guard(what: str) -> Iterator[None]:
         yield
     except RunError as e:
         st.error(f"**{what} cannot be shown:** `{e.path}` could not be read.\n\n{e}")
+
+
+def require_run(sel) -> None:
+    """Stop the page with a pointer to the Runs page when there is no run to show."""
+    if sel.run is None:
+        st.info("No runs yet. Train one on the **Runs** page.")
+        st.page_link("app_pages/runs.py", label="Go to Runs", icon="🗂️")
+        st.stop()
+
+
+def require_checkpoints(sel, why: str) -> list[int]:
+    """The selected run's checkpoint epochs; without a run or a checkpoint, say so and stop the page.
+
+    Args:
+        sel: the sidebar's `state.Selection`.
+        why: what this page needs the weights for, e.g. "filters and activations need the weights".
+    """
+    require_run(sel)
+    epochs = runs.checkpoint_epochs(sel.run.path)
+    if not epochs:
+        st.info(f"This run has no checkpoints yet (`checkpoints/epoch_NNN.safetensors`): {why}.")
+        st.stop()
+    return epochs
 
 
 def intro(text: str, how_to_read: str) -> None:

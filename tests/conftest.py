@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from data.mnist import default_root, verify
-from model import runs, train
+from model import train
 
 # lr 0.05 with momentum (not the seed's 0.01) so that three short epochs give a model worth looking at
 # (about 85-90% accuracy): galleries, confusion cells and attributions then have real structure.

@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 from analysis import trust as T
-from analysis.attributions import attribute
 from model.net import VARIANTS, Net, to_input
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -38,9 +38,7 @@ ui.intro(
   same example at two epochs; **Fragility** nudges every pixel a little (FGSM) until the answer flips.
 """)
 
-if sel.run is None:
-    st.info("No runs yet. Train one on the **Runs** page.")
-    st.stop()
+ui.require_run(sel)
 run_dir = sel.run_dir
 ckpts = cache.checkpoint_epochs(run_dir)
 pred_epochs = cache.prediction_epochs(run_dir)

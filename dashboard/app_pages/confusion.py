@@ -30,10 +30,7 @@ ui.intro(
   digits, and a few may be labelling mistakes in MNIST itself.
 """)
 
-if sel.run is None:
-    st.info("No runs yet. Train one on the **Runs** page.")
-    st.page_link("app_pages/runs.py", label="Go to Runs", icon="🗂️")
-    st.stop()
+ui.require_run(sel)
 
 run_dir = sel.run_dir
 pred_epochs = cache.prediction_epochs(run_dir)

@@ -25,10 +25,7 @@ ui.intro(
 - **Log scale** helps when the loss falls by orders of magnitude and the late epochs look flat.
 """)
 
-if sel.run is None:
-    st.info("No runs yet. Train one on the **Runs** page.")
-    st.page_link("app_pages/runs.py", label="Go to Runs", icon="🗂️")
-    st.stop()
+ui.require_run(sel)
 
 
 def label_of(run, shown) -> str:

@@ -38,15 +38,8 @@ ui.intro(
   multiply-and-sum behind it.
 """)
 
-if sel.run is None:
-    st.info("No runs yet. Train one on the **Runs** page.")
-    st.stop()
+ckpts = ui.require_checkpoints(sel, "there is no model to read a drawing with")
 run_dir = sel.run_dir
-ckpts = cache.checkpoint_epochs(run_dir)
-if not ckpts:
-    st.info("This run has no checkpoints yet (`checkpoints/epoch_NNN.safetensors`), so there is no model to "
-            "read a drawing with.")
-    st.stop()
 
 # the page's own epoch: follows the sidebar, but can be moved back to see how an earlier model reads it
 sidebar_epoch = sel.epoch if sel.epoch in ckpts else ckpts[-1]

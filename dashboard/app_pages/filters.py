@@ -32,15 +32,8 @@ ui.intro(
   little). Select points (click, box or lasso) to see the digits.
 """)
 
-if sel.run is None:
-    st.info("No runs yet. Train one on the **Runs** page.")
-    st.stop()
+ckpts = ui.require_checkpoints(sel, "filters and activations need the weights of an epoch")
 run_dir = sel.run_dir
-ckpts = cache.checkpoint_epochs(run_dir)
-if not ckpts:
-    st.info("This run has no checkpoints yet (`checkpoints/epoch_NNN.safetensors`): filters and activations "
-            "need the weights of an epoch.")
-    st.stop()
 epoch = sel.epoch if sel.epoch in ckpts else ckpts[-1]
 if epoch != sel.epoch:
     st.info(f"Epoch {sel.epoch} has no checkpoint; showing epoch {epoch}.")

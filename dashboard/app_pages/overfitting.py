@@ -34,10 +34,7 @@ ui.intro(
   Both use the probabilities seen during training, in each example's own batch.
 """)
 
-if sel.run is None:
-    st.info("No runs yet. Train one on the **Runs** page.")
-    st.page_link("app_pages/runs.py", label="Go to Runs", icon="🗂️")
-    st.stop()
+ui.require_run(sel)
 if sel.problem:
     st.error(f"**The metrics of this run cannot be read:** {sel.problem}")
     st.stop()
