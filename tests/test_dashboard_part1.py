@@ -6,7 +6,6 @@ loops, the raw MNIST label file), never with the dashboard's own code.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -23,50 +22,12 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import recall_score
 
 from model import runs
+from tests.apptest_util import array, captions, chart, errors, heatmap, open_app
 
-streamlit_testing = pytest.importorskip("streamlit.testing.v1")
-AppTest = streamlit_testing.AppTest
-APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ("runs", "curves", "overfitting", "data_page", "confusion")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def open_app(monkeypatch, runs_folder: Path, page: str | None = None) -> AppTest:
-    monkeypatch.setenv("DIGIT_LENS_RUNS", str(runs_folder))
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.run()
-    if page:
-        at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
-
-
-def chart(at: AppTest, key: str) -> dict:
-    """The Plotly figure (as JSON) of the chart with this key."""
-    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert found, f"no chart {key!r}"
-    return json.loads(found[0].proto.spec)
-
-
-def arr(value) -> np.ndarray:
-    """A Plotly JSON array: a list (None = NaN) or a typed array {"dtype", "bdata", "shape"}."""
-    if isinstance(value, dict) and "bdata" in value:
-        a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        if "shape" in value:
-            a = a.reshape([int(s) for s in str(value["shape"]).split(",")])
-        return a.astype(float)
-    return np.array([[np.nan if v is None else v for v in row] if isinstance(row, list) else
-                     (np.nan if row is None else row) for row in value], dtype=float)
-
-
-def captions(at: AppTest) -> list[str]:
-    return [c for im in at.get("image") for c in im.captions]
-
 
 def npz(run_dir: Path, epoch: int) -> dict:
     with np.load(run_dir / "predictions" / f"epoch_{epoch:03d}.npz") as z:
@@ -231,12 +192,12 @@ def test_smoothing_slider_gives_the_ema_of_the_step_losses(monkeypatch, runs_dir
         at.slider(key="curves_smooth").set_value(smoothing).run()
         assert not at.exception and not errors(at)
         raw, smooth = chart(at, "curves_steps")["data"][:2]
-        np.testing.assert_allclose(arr(raw["y"]), loss, rtol=1e-9)
+        np.testing.assert_allclose(array(raw["y"]), loss, rtol=1e-9)
         expected, num, den = [], 0.0, 0.0      # bias-corrected EMA: sum w^i x_{t-i} / sum w^i
         for x in loss:
             num, den = smoothing * num + x, smoothing * den + 1
             expected.append(num / den)
-        np.testing.assert_allclose(arr(smooth["y"]), expected, rtol=1e-9)
+        np.testing.assert_allclose(array(smooth["y"]), expected, rtol=1e-9)
     assert not np.allclose(expected, loss)    # 0.9 really smooths
 
 
@@ -274,7 +235,7 @@ def test_reliability_epoch_follows_the_sidebar_and_has_its_own_slider(monkeypatc
 
 def test_class_by_epoch_heatmap_matches_per_class_recall(monkeypatch, runs_dir, fixture_run):
     at = open_app(monkeypatch, runs_dir, "overfitting")
-    z = arr(chart(at, "over_class_heatmap")["data"][0]["z"])               # (10 classes, epochs)
+    z = heatmap(at, "over_class_heatmap")                                  # (10 classes, epochs)
     for e in (1, 2, 3):
         p = npz(fixture_run, e)
         recall = recall_score(p["val_labels"], p["val_logits"].astype(np.float32).argmax(1), labels=range(10),
@@ -329,7 +290,7 @@ def test_confusion_matrix_follows_the_epoch(monkeypatch, runs_dir, fixture_run):
         p = npz(fixture_run, epoch)
         cm = sk_confusion_matrix(p["val_labels"], p["val_logits"].astype(np.float32).argmax(1), labels=range(10))
         fig = chart(at, "conf_matrix")
-        z = arr(fig["data"][0]["z"])
+        z = array(fig["data"][0]["z"])
         off = ~np.eye(10, dtype=bool)
         np.testing.assert_array_equal(z[off], cm[off])
         assert np.isnan(np.diag(z)).all()                                 # diagonal out of the colour scale

@@ -10,9 +10,7 @@ upload path (st.file_uploader, which AppTest drives) goes through the same prepr
 """
 from __future__ import annotations
 
-import base64
 import io
-import json
 
 import numpy as np
 import pytest
@@ -25,10 +23,7 @@ from streamlit.testing.v1 import AppTest
 from data.mnist import load_raw
 from model import runs
 from model.net import to_input
-
-APP = "../dashboard/app.py"
-TIMEOUT = 120
-
+from tests.apptest_util import array, captions, chart, errors, heatmap, new_app, ok
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -38,41 +33,9 @@ def app(runs_dir, monkeypatch):
     monkeypatch.setenv("DIGIT_LENS_RUNS", str(runs_dir))
 
     def make(page: str, **session) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        for k, v in session.items():
-            at.session_state[k] = v
-        at.run()
-        at.switch_page(f"app_pages/{page}.py").run()
-        return at
+        at = new_app(**session).run()
+        return at.switch_page(f"app_pages/{page}.py").run()
     return make
-
-
-def ok(at: AppTest) -> None:
-    """The page ran without an exception and without an error box."""
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def chart(at: AppTest, key: str) -> dict:
-    """The Plotly figure (as JSON) of the chart with this widget key."""
-    found = [e for e in at.get("plotly_chart") if e.proto.id.endswith(f"-{key}")]
-    assert found, f"no chart with key {key!r}"
-    return json.loads(found[0].proto.spec)
-
-
-def array(value) -> np.ndarray:
-    """A Plotly array: a plain list, or the typed-array form {"dtype", "bdata", "shape"}."""
-    if isinstance(value, dict) and "bdata" in value:
-        a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        if shape:
-            a = a.reshape([int(s) for s in str(shape).split(",")])
-        return a.astype(np.float64)
-    return np.asarray(value, dtype=np.float64)
-
-
-def heatmap(at: AppTest, key: str) -> np.ndarray:
-    return array(chart(at, key)["data"][0]["z"])
 
 
 def markdown(at: AppTest) -> str:
@@ -171,9 +134,7 @@ def test_attributions_methods_warning_and_ig_delta(app, fixture_run):
 
 
 def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for k, v in ATTR_FAST.items():
-        at.session_state[k] = v
+    at = new_app(**ATTR_FAST)
     at.query_params["split"] = "test"
     at.query_params["index"] = "7"                                         # a link from the confusion page
     at.run()
@@ -279,8 +240,8 @@ def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
     with torch.no_grad():
         scores = model.relu2(model.conv2(model.pool1(model.relu1(model.conv1(imgs)))))[:, 0].amax(dim=(1, 2))
     top = int(torch.argmax(scores))
-    captions = [c for img in at.image for c in img.captions]
-    assert any(c.startswith(f"test #{top} ") for c in captions), captions
+    shown = captions(at)
+    assert any(c.startswith(f"test #{top} ") for c in shown), shown
 
     at.number_input(key="filt_conv_channel").set_value(5).run()            # another kernel, same pixel
     ok(at)
@@ -339,8 +300,8 @@ def test_draw_bad_uploads_get_a_clear_message(app, name, data, message):
     at = app("draw", draw_source="upload")
     at.file_uploader(key="draw_upload").set_value((name, data, "image/png")).run()
     assert not at.exception
-    errors = [e.value for e in at.error]
-    assert len(errors) == 1 and message in errors[0], errors
+    shown = errors(at)
+    assert len(shown) == 1 and message in shown[0], shown
     assert "Prediction:" not in markdown(at)
 
 
@@ -353,7 +314,7 @@ def test_pages_say_what_is_missing_without_checkpoints(copy_run, monkeypatch):
     shutil.rmtree(run / "predictions")
     monkeypatch.setenv("DIGIT_LENS_RUNS", str(run.parent))
     for page in ("attributions", "filters", "draw"):
-        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+        at = new_app().run()
         at.switch_page(f"app_pages/{page}.py").run()
         ok(at)
         assert any("checkpoints" in i.value for i in at.info), (page, [i.value for i in at.info])
