@@ -1,6 +1,6 @@
 """Page render times of the real dashboard in headless Chromium: first render (cold) and warm page switch.
 
-    python bench/page_render.py [--run RUN_DIR] [--rounds 3] [--screenshots DIR]
+    python bench/page_render.py [--run RUN_DIR] [--rounds 3] [--screenshots DIR] [--option runner.postScriptGC=false]
 
 Starts `streamlit run dashboard/app.py` on a private copy of the run (files symlinked, an empty
 `cache/` folder, so both Streamlit's caches and the on-disk analysis cache start cold and the real run
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one page (default: 300)")
     ap.add_argument("--screenshots", type=Path, default=None,
                     help="save a full-page screenshot of each page's first render here (default: none)")
+    ap.add_argument("--option", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                    help="extra Streamlit config option for the server, repeatable (default: none)")
     args = ap.parse_args(argv)
     why = browser_missing()
     if why:
@@ -101,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = (args.run or default_run(runs.REPO_ROOT / "runs")).resolve()
     n_epochs = len(runs.load_metrics(run_dir))
-    print(f"run {run_dir} ({n_epochs} epochs); private linked copy with a cold cache/")
+    print(f"run {run_dir} ({n_epochs} epochs); private linked copy with a cold cache/"
+          + (f"; options {' '.join(args.option)}" if args.option else ""))
     with tempfile.TemporaryDirectory(prefix="page_render_") as tmp:
         copy = linked_copy(run_dir, Path(tmp) / "runs")
-        with streamlit_server(copy.parent, log_path=Path(tmp) / "server.log") as url:
+        with streamlit_server(copy.parent, log_path=Path(tmp) / "server.log", options=args.option) as url:
             times = measure(url, copy.name, args.rounds, args.timeout, args.screenshots)
     print(f"\n{'page':<14}{'first render s':>16}{'warm switch s':>16}{'(script s)':>12}")
     warm_all = []

@@ -4,9 +4,11 @@ Shared by `tests/test_browser.py` and `bench/page_render.py`. Needs Debian's chr
 (`/usr/bin/chromium`, `.ci/run` installs it) and the `playwright` Python package; Playwright's own
 browser download is never used.
 
-"Rendered" means: the app's script state is `notRunning` after the navigation started, no status
-widget ("Running...") and no stale element is left, the main block has content, every Plotly chart
-has drawn its SVG, every image has loaded, and then the DOM stayed unchanged for `quiet_ms`.
+"Rendered" means: the server has reported a finished script run since the navigation started (read
+from the websocket: a fast run may never show as "running" in the DOM), the app's script state is
+`notRunning`, no status widget ("Running...") and no stale element is left, the main block has
+content, every Plotly chart has drawn its SVG, every image has loaded, and then the DOM stayed
+unchanged for `quiet_ms`.
 The render time is the time of the last DOM change before that quiet window; the script time, the
 end of the last script run (what the server took).
 """
@@ -19,10 +21,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -36,22 +38,40 @@ PAGES: dict[str, str] = {
     "confusion": "/confusion", "attributions": "/attributions", "filters": "/filters", "draw": "/draw",
 }
 
-# Installed before any page script: timestamps every DOM change and every script-state change of the app.
+# Installed before any page script: timestamps every DOM change, and every "script finished" message
+# the server sends (ForwardMsg field 6 = script_finished, a varint status; decoded from the websocket's
+# protobuf frames, top-level fields only).
 _CLOCK_JS = """
 (() => {
   window.__lastMutation = performance.now();
-  window.__states = [];
-  const start = () => {
-    new MutationObserver((records) => {
-      window.__lastMutation = performance.now();
-      for (const r of records) {
-        if (r.type === 'attributes' && r.attributeName === 'data-test-script-state') {
-          window.__states.push([performance.now(), r.target.getAttribute('data-test-script-state')]);
-        }
-      }
-    }).observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
+  window.__finished = [];
+  const status = (buf) => {
+    const b = new Uint8Array(buf);
+    let i = 0;
+    const varint = () => { let x = 0, k = 1, c; do { c = b[i++]; x += (c & 0x7f) * k; k *= 128; } while (c & 0x80 && i < b.length); return x; };
+    while (i < b.length) {
+      const tag = varint(), field = Math.floor(tag / 8), wire = tag & 7;
+      if (wire === 0) { const v = varint(); if (field === 6) return v; }
+      else if (wire === 2) { const len = varint(); i += len; }  // (not `i += varint()`: i is read first)
+      else if (wire === 1) { i += 8; } else if (wire === 5) { i += 4; } else { return -1; }
+    }
+    return -1;
   };
-  if (document.documentElement) start(); else document.addEventListener('DOMContentLoaded', start);
+  const record = (t, buf) => { const s = status(buf); if (s >= 0) window.__finished.push([t, s]); };
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (e) => {
+        const t = performance.now();
+        if (e.data instanceof ArrayBuffer) record(t, e.data);
+        else if (e.data instanceof Blob) e.data.arrayBuffer().then((buf) => record(t, buf));
+      });
+    }
+  };
+  const observe = () => new MutationObserver(() => { window.__lastMutation = performance.now(); })
+    .observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
+  if (document.documentElement) observe(); else document.addEventListener('DOMContentLoaded', observe);
 })();
 """
 
@@ -62,8 +82,8 @@ _SETTLED_JS = """
   if (!app) return 'no stApp';
   const state = app.getAttribute('data-test-script-state');
   if (state !== 'notRunning') return 'script state ' + state;
-  if (!window.__states.some(([t, s]) => t >= since && s === 'notRunning')
-      && !(since === 0 && window.__states.length === 0)) return 'no script run finished yet';
+  // 0 = finished, 1 = compile error (shown as an exception); 2 = stopped for a rerun, 3 = a fragment ran
+  if (!window.__finished.some(([t, s]) => t >= since && s <= 1)) return 'no script run finished yet';
   if (document.querySelector('[data-testid="stStatusWidget"]')) return 'status widget shown';
   const main = document.querySelector('[data-testid="stMainBlockContainer"]');
   if (!main || !main.querySelector('[data-testid="stElementContainer"]')) return 'main block empty';
@@ -100,7 +120,7 @@ def free_port() -> int:
 
 @contextmanager
 def streamlit_server(runs_dir: Path, port: int | None = None, timeout: float = 60.0,
-                     log_path: Path | None = None) -> Iterator[str]:
+                     log_path: Path | None = None, options: Sequence[str] = ()) -> Iterator[str]:
     """Run `streamlit run dashboard/app.py` on `runs_dir` and yield its base URL; always stop it.
 
     Args:
@@ -108,11 +128,15 @@ def streamlit_server(runs_dir: Path, port: int | None = None, timeout: float = 6
         port: the port to serve on. Default: a free one.
         timeout: seconds to wait for /_stcore/health.
         log_path: where the server's output goes. Default: discarded.
+        options: extra Streamlit config options as "section.name=value" (e.g. "runner.postScriptGC=false").
     """
     port = port or free_port()
     env = dict(os.environ, DIGIT_LENS_RUNS=str(runs_dir))
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    for option in options:
+        name, _, value = option.partition("=")
+        cmd += [f"--{name}", value]
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -160,7 +184,7 @@ class ConsoleLog:
     """Browser console errors and uncaught page errors of one page (attach before navigating)."""
     errors: list[str] = field(default_factory=list)
 
-    def attach(self, page) -> "ConsoleLog":
+    def attach(self, page) -> ConsoleLog:
         page.on("console", lambda m: self.errors.append(f"console.error: {m.text} [{m.location.get('url', '')}]")
                 if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
@@ -202,16 +226,18 @@ def wait_rendered(page, since: float = 0.0, timeout: float = 60.0, quiet_ms: flo
             last, now = page.evaluate("[window.__lastMutation, performance.now()]")
             if now - last >= quiet_ms:
                 if not page.evaluate(_SETTLED_JS, since):
-                    ends = page.evaluate("(since) => window.__states.filter(([t, s]) => t >= since && "
-                                         "s === 'notRunning').map(([t]) => t)", since)
-                    end = ends[-1] if ends else last
+                    ends = page.evaluate("(since) => window.__finished.filter(([t, s]) => t >= since && s <= 1)"
+                                         ".map(([t]) => t)", since)
+                    end = ends[-1]
                     return Render((last - since) / 1000.0, (end - since) / 1000.0)
             else:
                 page.wait_for_timeout(max(50.0, quiet_ms - (now - last)))
                 continue
-            why = "the DOM keeps changing"
+            why = "it settled, then changed again"
         page.wait_for_timeout(100)
-    raise TimeoutError(f"page {page.url} did not settle within {timeout:.0f}s: {why}")
+    errors = app_errors(page)
+    raise TimeoutError(f"page {page.url} did not settle within {timeout:.0f}s: {why}"
+                       + (f"; errors on the page: {errors}" if errors else ""))
 
 
 def open_page(page, base_url: str, path: str, timeout: float = 60.0) -> Render:
@@ -221,10 +247,10 @@ def open_page(page, base_url: str, path: str, timeout: float = 60.0) -> Render:
 
 
 def switch_page(page, title: str, timeout: float = 60.0) -> Render:
-    """Click the sidebar link whose text contains `title` (client-side navigation) and wait for it to settle."""
+    """Click the sidebar link titled `title` (client-side navigation) and wait for the page to settle."""
     since = page.evaluate("""(title) => {
         const link = [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
-            .find(a => a.innerText.includes(title));
+            .find(a => a.innerText.trim().split('\\n').pop().trim() === title);
         if (!link) return null;
         const t = performance.now();
         link.click();
