@@ -37,6 +37,7 @@ bench: data
 	$(PY) bench/analysis_speed.py
 	$(PY) bench/attribution_speed.py
 	$(PY) bench/draw_latency.py
+	$(PY) bench/page_render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

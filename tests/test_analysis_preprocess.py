@@ -165,10 +165,10 @@ def test_preprocess_error_is_a_value_error():
 
 # ----------------------------------------------------------------------------- real MNIST
 
-def accurate_model(fixture_run, x: torch.Tensor, y: torch.Tensor):
-    """The fixture model if it is accurate on these images, else the newest full-data run; else skip."""
-    candidates = [fixture_run] + [r.path for r in runs.list_runs(runs.REPO_ROOT / "runs")
-                                  if r.config.get("train", {}).get("subset", 1) == 0]
+def accurate_model(accurate_run, x: torch.Tensor, y: torch.Tensor):
+    """A model that is accurate on these images: the accurate fixture run, else a full-data run in runs/."""
+    candidates = [accurate_run] + [r.path for r in runs.list_runs(runs.REPO_ROOT / "runs")
+                                   if r.config.get("train", {}).get("subset", 1) == 0]
     for run in candidates:
         try:
             model = runs.load_model(run)
@@ -177,17 +177,16 @@ def accurate_model(fixture_run, x: torch.Tensor, y: torch.Tensor):
         with torch.no_grad():
             if (model(x).argmax(1) == y).float().mean() >= 0.9:
                 return model
-    pytest.skip("no model accurate enough (>= 90%) for a meaningful check: the fixture run is tiny and "
-                "runs/ holds no full-data run; train one with `python -m model.train --preset quick`")
+    pytest.fail("no model is accurate enough (>= 90%) on these images for a meaningful check")
 
 
-def test_upscaled_mnist_digits_keep_their_prediction(fixture_run, mnist_root):
+def test_upscaled_mnist_digits_keep_their_prediction(accurate_run, mnist_root):
     from data.mnist import load_raw
     raw = load_raw(mnist_root)
     idx = np.random.default_rng(0).choice(10000, 200, replace=False)
     images, labels = raw["t10k-images-idx3-ubyte"][idx], raw["t10k-labels-idx1-ubyte"][idx]
     x = torch.tensor(images, dtype=torch.float32)[:, None] / 255            # (200,1,28,28)
-    model = accurate_model(fixture_run, x, torch.tensor(labels, dtype=torch.long))
+    model = accurate_model(accurate_run, x, torch.tensor(labels, dtype=torch.long))
     processed = []
     for i, img in enumerate(images):
         big = Image.fromarray(img).resize((112, 112), Image.Resampling.BICUBIC)
