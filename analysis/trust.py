@@ -141,6 +141,33 @@ def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | tor
     return pd.DataFrame(rows)
 
 
+def randomization_test_cached(run_dir, epoch: int, image: np.ndarray, method: str, target: int,
+                              weight_seed: int = 0, **options: Any) -> pd.DataFrame:
+    """`randomization_test` of a run's checkpoint on one image, cached in the run folder.
+
+    Args:
+        image: float (28,28) in [0,1]; its bytes' hash is part of the cache key.
+        **options: plain (hashable) options for `attribute`.
+    Returns:
+        The table of `randomization_test`.
+    """
+    import hashlib
+
+    from analysis.cache import cached, make_key
+    from model.runs import load_model
+
+    image = np.ascontiguousarray(image, dtype=np.float32).reshape(28, 28)
+    digest = hashlib.sha1(image.tobytes()).hexdigest()[:12]
+    key = make_key("randomization", "v1", method, epoch=int(epoch), target=int(target), image=digest,
+                   seed=int(weight_seed), **{k: options[k] for k in sorted(options)})
+
+    def compute() -> pd.DataFrame:
+        x = torch.from_numpy(image)[None, None]                                   # (1,1,28,28)
+        return randomization_test(load_model(run_dir, epoch), x, int(target), method,
+                                  weight_seed=weight_seed, **options)
+    return cached(run_dir, key, compute, kind="parquet-or-csv")
+
+
 def sanity_verdict(table: pd.DataFrame, threshold: float = 0.5) -> tuple[bool, str]:
     """Did the maps change when the model was randomized? (passed, one sentence).
 

@@ -197,3 +197,20 @@ def test_sensitivity_is_zero_for_a_constant_gradient_and_positive_for_the_cnn(sm
     s = T.sensitivity_score(small, x, y, "saliency", perturbations=4)
     assert (s > 0).all()
     torch.testing.assert_close(s, T.sensitivity_score(small, x, y, "saliency", perturbations=4))   # seeded
+
+
+def test_randomization_test_cached_in_the_run_folder(copy_run, mnist_root):
+    """Second call reads the run's cache/ (no recomputation) and equals a direct randomization_test."""
+    from data.mnist import load_raw
+    from model.runs import load_model
+    from analysis.trust import randomization_test, randomization_test_cached
+
+    run = copy_run()
+    image = load_raw(mnist_root)["t10k-images-idx3-ubyte"][0].astype(np.float32) / 255
+    first = randomization_test_cached(run, 3, image, "saliency", 7)
+    assert len(list((run / "cache").iterdir())) == 1
+    direct = randomization_test(load_model(run, 3), torch.from_numpy(image)[None, None], 7, "saliency")
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), direct, check_dtype=False, atol=1e-6)
+    (run / "checkpoints" / "epoch_003.safetensors").unlink()   # a recomputation would now fail
+    again = randomization_test_cached(run, 3, image, "saliency", 7)
+    pd.testing.assert_frame_equal(again, first)
