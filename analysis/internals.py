@@ -221,8 +221,9 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
 
 
-def _objective(model: nn.Module, x: torch.Tensor, target: tuple[str, int]) -> torch.Tensor:
-    """The scalar to maximize: a class logit, or the mean pre-ReLU map of a conv channel / an fc1 unit."""
+def _objective(model: nn.Module, x: torch.Tensor, target: tuple[str, int], where: str = "mean") -> torch.Tensor:
+    """The scalar to maximize: a class logit, or the pre-ReLU map of a conv channel (its mean, or its
+    centre unit when where="center") / an fc1 unit."""
     kind, index = target
     if kind == "class":
         return model(x)[0, index]                            # any classifier: logits (1,C)
@@ -233,12 +234,16 @@ def _objective(model: nn.Module, x: torch.Tensor, target: tuple[str, int]) -> to
             if name == relu:
                 break
             h = t
-        return h[0, index].mean()
+        unit = h[0, index]
+        if where == "center" and unit.dim() == 2:           # one spatial position: a localized pattern
+            return unit[unit.shape[0] // 2, unit.shape[1] // 2]
+        return unit.mean()
     raise ValueError(f"target must be ('class', c) or (layer, channel) with layer in {UNIT_LAYERS}, got {target!r}")
 
 
 def activation_maximization(model: nn.Module, target: tuple[str, int], steps: int = 200, lr: float = 0.1,
-                            l2: float = 1e-3, blur_every: int = 4, seed: int = 0) -> np.ndarray:
+                            l2: float = 1e-3, blur_every: int = 4, seed: int = 0,
+                            where: str = "mean") -> np.ndarray:
     """An input image that excites a target, found by gradient ascent on the input.
 
     Starts from grey 0.5 plus small seeded noise; each step moves the image along Adam's update
@@ -254,6 +259,10 @@ def activation_maximization(model: nn.Module, target: tuple[str, int], steps: in
         l2: weight of the L2 penalty on the image. Default: 1e-3.
         blur_every: blur every this many steps (0: never). Default: 4.
         seed: seeds the starting noise; the same seed gives the same image. Default: 0.
+        where: for conv targets, "mean" maximizes the mean of the channel's whole map (for a
+            channel that likes ink this just fills the field with a texture); "center" maximizes
+            the one unit in the middle of the map, which gives the pattern in its receptive field
+            on a black surround (the L2 penalty darkens the pixels it cannot see). Default: "mean".
     Returns:
         (28,28) float32 in [0,1].
     """
@@ -263,7 +272,7 @@ def activation_maximization(model: nn.Module, target: tuple[str, int], steps: in
     opt = torch.optim.Adam([x], lr=lr)
     for step in range(1, steps + 1):
         with torch.enable_grad():                           # works inside a caller's torch.no_grad()
-            loss = -_objective(model, x, target) + l2 * (x ** 2).sum()
+            loss = -_objective(model, x, target, where) + l2 * (x ** 2).sum()
             (grad,) = torch.autograd.grad(loss, x)          # parameters' .grad stay untouched
         x.grad = grad
         opt.step()
@@ -371,12 +380,13 @@ def embedding_2d_cached(run_dir: Path | str, epoch: int, method: str = "pca", n:
 
 def activation_maximization_cached(run_dir: Path | str, epoch: int, target: tuple[str, int], steps: int = 200,
                                    lr: float = 0.1, l2: float = 1e-3, blur_every: int = 4,
-                                   seed: int = 0) -> np.ndarray:
+                                   seed: int = 0, where: str = "mean") -> np.ndarray:
     """`activation_maximization` for a run's checkpoint, cached in the run folder: (28,28) float32."""
+    extra = {} if where == "mean" else {"where": where}      # old cache entries stay valid
     key = make_key("actmax", CACHE_VERSION, target[0], target[1], epoch=epoch, steps=steps, lr=lr, l2=l2,
-                   blur=blur_every, seed=seed)
+                   blur=blur_every, seed=seed, **extra)
     return cached(run_dir, key, lambda: activation_maximization(
-        runs.load_model(run_dir, epoch), target, steps, lr, l2, blur_every, seed), kind="npz")
+        runs.load_model(run_dir, epoch), target, steps, lr, l2, blur_every, seed, where), kind="npz")
 
 
 def top_activating_cached(run_dir: Path | str, epoch: int, layer: str = "conv2", channel: int = 0, k: int = 9,

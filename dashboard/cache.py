@@ -215,6 +215,39 @@ def official_images(file: str, index: np.ndarray) -> np.ndarray:
     return source[np.asarray(index, dtype=np.int64)]
 
 
+# Figures with many points are built once and shared (st.cache_resource: no pickling round trip).
+# They are read-only: pages pass them to st.plotly_chart and never modify them.
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _cartography_figure(run_dir: str, sample_size: int, key: tuple):
+    from analysis.dynamics import AMBIGUOUS_VARIABILITY, EASY_CONFIDENCE
+    from dashboard.report import cartography_figure
+    carto = cartography(run_dir)
+    sample = carto if len(carto) <= sample_size else carto.sample(sample_size, random_state=0).sort_index()
+    x_max = max(0.5, float(carto["variability"].max()) * 1.05)
+    return cartography_figure(sample, x_max, EASY_CONFIDENCE, AMBIGUOUS_VARIABILITY), sample
+
+
+def cartography_figure(run_dir: str, sample_size: int = 20000):
+    """(figure, sample): the cartography scatter of at most `sample_size` training examples (shared, read-only).
+
+    The figure's points are the rows of `sample` in order (a random sample, seed 0, when the run has more).
+    """
+    return _cartography_figure(str(run_dir), int(sample_size), _predictions_key(str(run_dir)))
+
+
+@st.cache_resource(show_spinner="Building the animation…", max_entries=8)
+def _confusion_animation(run_dir: str, split: str, normalize: bool, key: tuple):
+    from dashboard.report import confusion_animation
+    cms = confusion_by_epoch(run_dir, split)
+    return confusion_animation(cms, normalize) if len(cms) > 1 else None
+
+
+def confusion_animation(run_dir: str, split: str = "val", normalize: bool = False):
+    """The confusion matrix epoch by epoch (Plotly frames; shared, read-only), or None with one epoch."""
+    return _confusion_animation(str(run_dir), split, bool(normalize), _predictions_key(str(run_dir)))
+
+
 @st.cache_data(show_spinner=False)
 def mnist_check(root: str) -> dict:
     """Where MNIST came from and whether its four files match the official MD5s (hashes the files once)."""
@@ -302,8 +335,7 @@ def all_class_attributions(run_dir: str, epoch: int, image: np.ndarray, method: 
 def _sanity(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
             options: tuple) -> tuple[pd.DataFrame, bool, str]:
     from analysis import trust
-    table = trust.randomization_test(load_model(run_dir, epoch), _batch(image), int(target), method,
-                                     **dict(options))
+    table = trust.randomization_test_cached(run_dir, epoch, image, method, int(target), **dict(options))
     passed, sentence = trust.sanity_verdict(table)
     return table, passed, sentence
 
@@ -416,9 +448,14 @@ def top_activating(run_dir: str, epoch: int, layer: str, channel: int, k: int = 
 @st.cache_data(show_spinner="Growing an image that excites this unit (cached in the run folder)…",
                max_entries=256)
 def activation_maximization(run_dir: str, epoch: int, layer: str, unit: int, steps: int = 100) -> np.ndarray:
-    """(28,28) float image found by gradient ascent on a conv channel (layer, unit) or a class ("class", c)."""
+    """(28,28) float image found by gradient ascent on a conv channel (layer, unit) or a class ("class", c).
+
+    Conv channels maximize the unit at the centre of their map (a localized pattern on black; the
+    mean over the whole map just fills the field with ink), with a gentle step (lr 0.05).
+    """
     from analysis.internals import activation_maximization_cached
-    return activation_maximization_cached(run_dir, epoch, (layer, int(unit)), steps=int(steps))
+    return activation_maximization_cached(run_dir, epoch, (layer, int(unit)), steps=int(steps), lr=0.05,
+                                          where="center")
 
 
 @st.cache_data(show_spinner="Projecting the fc1 features to 2-D (cached in the run folder)…", max_entries=32)

@@ -19,6 +19,7 @@ SIGNED = "RdBu_r"     # blue (-) -> white (0) -> red (+)
 MAGNITUDE = "Reds"    # white (0) -> red (large)
 IMAGE = "gray"        # black (0) -> white (1)
 OUTLINE_LEVEL = 0.35  # the digit outline is the contour of the ink at this level (ink in [0,1])
+TICKS = ".3~g"        # colour-bar numbers: plain or 1e-5 notation, never SI prefixes ("1p", "0.8µ")
 
 
 def square(fig: go.Figure, height: int, title: str | None) -> go.Figure:
@@ -33,8 +34,17 @@ def square(fig: go.Figure, height: int, title: str | None) -> go.Figure:
 
 def _range(values: np.ndarray, signed: bool, zmax: float | None) -> tuple[float, float]:
     top = float(np.nanmax(np.abs(values))) if zmax is None and np.size(values) else (zmax or 0.0)
-    top = top if top > 0 else 1e-12
+    top = top if top > 0 else 1.0           # an all-zero map: white on a readable 0..1 scale
     return (-top, top) if signed else (0.0, top)
+
+
+def constant_value(values: np.ndarray) -> float | None:
+    """The single value of a map whose every finite cell is the same (None when it varies)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.max() - v.min() > 1e-12 * max(1.0, float(np.abs(v).max())):
+        return None
+    return float(v[0]) + 0.0                 # + 0.0 turns -0.0 into 0.0
 
 
 def outline_trace(digit: np.ndarray) -> go.Contour:
@@ -69,7 +79,7 @@ def attribution_figure(attr: np.ndarray, signed: bool, title: str | None = None,
     zmin, zmax_ = _range(attr, signed, zmax)
     fig = go.Figure(go.Heatmap(
         z=attr, colorscale=SIGNED if signed else MAGNITUDE, zmin=zmin, zmax=zmax_, showscale=colorbar,
-        colorbar=dict(thickness=10, len=0.9),
+        colorbar=dict(thickness=10, len=0.9, tickformat=TICKS),
         hovertemplate="row %{y}, col %{x}<br>attribution %{z:.4g}<extra></extra>"))
     if digit is not None:
         fig.add_trace(outline_trace(digit))
@@ -92,7 +102,7 @@ def maps_grid(maps: np.ndarray, titles: Sequence[str], signed: bool, cols: int =
         if digit is not None:
             fig.add_trace(outline_trace(digit), row=r, col=c)
     fig.update_layout(coloraxis=dict(colorscale=SIGNED if signed else MAGNITUDE, cmin=zmin, cmax=zmax,
-                                     colorbar=dict(thickness=10)))
+                                     colorbar=dict(thickness=10, tickformat=TICKS)))
     fig.update_annotations(font_size=12)
     square(fig, rows * height_per_row + 40, None)
     fig.update_layout(margin=dict(t=30))   # room for the first row's panel titles
@@ -105,12 +115,15 @@ def maps_grid(maps: np.ndarray, titles: Sequence[str], signed: bool, cols: int =
 def probability_bars(probs: np.ndarray, title: str | None = None, highlight: int | None = None,
                      height: int = 240, label: str = "probability") -> go.Figure:
     """Ten bars, one per class; the highlighted class (e.g. the prediction) in the accent colour."""
-    colors = ["#4C6EF5" if c == highlight else "#ADB5BD" for c in range(len(probs))]
-    fig = go.Figure(go.Bar(x=[str(c) for c in range(len(probs))], y=probs, marker_color=colors,
+    classes = list(range(len(probs)))
+    colors = ["#4C6EF5" if c == highlight else "#ADB5BD" for c in classes]
+    fig = go.Figure(go.Bar(x=classes, y=probs, marker_color=colors,
                            hovertemplate=f"class %{{x}}<br>{label} %{{y:.4f}}<extra></extra>"))
     fig.update_layout(height=height, margin=dict(l=4, r=4, t=34 if title else 4, b=4),
                       title=dict(text=title, font=dict(size=13)) if title else None,
-                      xaxis_title="class", yaxis_title=label)
+                      xaxis=dict(title="class", tickmode="array", tickvals=classes, ticktext=[str(c) for c in classes],
+                                 range=[-0.5, len(classes) - 0.5]),
+                      yaxis=dict(title=label, tickformat=TICKS))
     return fig
 
 
@@ -139,8 +152,8 @@ def mosaic_figure(maps: np.ndarray, cols: int, title: str, signed: bool = False,
     grid, where = mosaic(np.asarray(maps, dtype=np.float32), cols)
     zmin, zmax = (float(np.nanmin(grid)), float(np.nanmax(grid))) if image else _range(grid, signed, None)
     fig = go.Figure(go.Heatmap(
-        z=grid, customdata=where, zmin=zmin, zmax=zmax if zmax > zmin else zmin + 1e-12,
-        colorscale=IMAGE if image else (SIGNED if signed else MAGNITUDE), colorbar=dict(thickness=10),
+        z=grid, customdata=where, zmin=zmin, zmax=zmax if zmax > zmin else zmin + 1.0,
+        colorscale=IMAGE if image else (SIGNED if signed else MAGNITUDE), colorbar=dict(thickness=10, tickformat=TICKS),
         hoverongaps=False,
         hovertemplate=f"{unit} %{{customdata[0]}}<br>row %{{customdata[1]}}, col %{{customdata[2]}}"
                       "<br>value %{z:.4f}<extra></extra>"))
@@ -159,8 +172,8 @@ def vector_figure(values: np.ndarray, title: str, cols: int = 96, height: int = 
     index = np.arange(rows * cols).reshape(rows, cols)
     zmin, zmax = _range(v, signed, None)
     fig = go.Figure(go.Heatmap(z=grid.reshape(rows, cols), customdata=index, zmin=zmin, zmax=zmax,
-                               colorscale=SIGNED if signed else MAGNITUDE, colorbar=dict(thickness=10),
-                               hoverongaps=False,
+                               colorscale=SIGNED if signed else MAGNITUDE,
+                               colorbar=dict(thickness=10, tickformat=TICKS), hoverongaps=False,
                                hovertemplate="unit %{customdata}<br>value %{z:.4f}<extra></extra>"))
     return square(fig, height, title)
 
@@ -172,7 +185,8 @@ def numbers_figure(values: np.ndarray, title: str, signed: bool = True, image: b
     zmin, zmax = (0.0, max(1.0, float(v.max()))) if image else _range(v, signed, None)
     fig = go.Figure(go.Heatmap(z=v, zmin=zmin, zmax=zmax, showscale=False,
                                colorscale=IMAGE if image else (SIGNED if signed else MAGNITUDE),
-                               text=[[f"{x:.3f}" for x in row] for row in v], texttemplate="%{text}",
+                               text=[[f"{x + 0.0:.3f}".replace("-0.000", "0.000") for x in row] for row in v],
+                               texttemplate="%{text}",
                                textfont=dict(size=13, color="#FFD43B") if image else dict(size=13),
                                hovertemplate="row %{y}, col %{x}<br>%{z:.5f}<extra></extra>"))
     return square(fig, height, title)

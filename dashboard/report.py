@@ -67,16 +67,48 @@ def duration(seconds: float) -> str:
 
 # ----------------------------------------------------------------------------- figures
 
-def add_epoch_marks(fig: go.Figure, marks: dict[str, tuple[int, str]]) -> None:
-    """Vertical dashed lines with a label: {"best epoch": (3, colour), ...}."""
+def add_epoch_marks(fig: go.Figure, marks: dict[str, tuple[int, str]], last: int | None = None) -> None:
+    """Vertical dashed lines, each labelled just above the plot area: {"best epoch": (3, colour), ...}.
+
+    The labels sit in the top margin (stacked when there are several), so they never cover bars or
+    points; a label at the `last` epoch is anchored to the left of its line so it stays inside the figure.
+    """
     for i, (label, (x, color)) in enumerate(marks.items()):
+        right_edge = last is not None and x >= last - 0.5
         fig.add_vline(x=x, line_dash="dash", line_color=color, line_width=1.5, opacity=0.8)
-        fig.add_annotation(x=x, y=1.0 - 0.08 * i, yref="paper", text=label, showarrow=False, xanchor="left",
-                           xshift=4, font=dict(color=color, size=11), bgcolor="rgba(255,255,255,0.7)")
+        fig.add_annotation(x=x, y=1.0, yref="paper", yanchor="bottom", yshift=2 + 15 * i, text=label,
+                           showarrow=False, xanchor="right" if right_edge else "left", xshift=-4 if right_edge else 4,
+                           font=dict(color=color, size=11), bgcolor="rgba(255,255,255,0.8)")
+    if marks:
+        top = fig.layout.margin.t if fig.layout.margin.t is not None else 40
+        fig.update_layout(margin=dict(t=top + 15 * len(marks)))
+
+
+def epoch_axis(fig: go.Figure, last: int, first: int = 1) -> None:
+    """An epoch x-axis from `first` to `last` with integer ticks (one per epoch up to 20 epochs).
+
+    The range has a small pad (a third of an epoch) on both sides so end markers and bars are not cut;
+    no tick outside [first, last] is shown.
+    """
+    ticks = dict(tickmode="linear", tick0=first, dtick=1) if last - first < 20 else dict(tickformat="d")
+    fig.update_xaxes(title="epoch", range=[first - 0.35, last + 0.35], **ticks)
+
+
+def percent_axis(values: np.ndarray | pd.Series, max_ticks: int = 6) -> dict:
+    """Axis settings with round percent ticks (0.5%, 1%, 2%, 5% … apart) covering `values` (fractions)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = (min(0.0, v.min()), max(0.0, v.max())) if len(v) else (0.0, 0.01)
+    span = max(hi - lo, 1e-3)
+    step = next((s for s in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5) if span / s <= max_ticks), 1.0)
+    pad = step * 0.3
+    return dict(tickmode="linear", tick0=0, dtick=step, tickformat=".1%" if step < 0.01 else ".0%",
+                range=[np.floor(lo / step) * step - pad, np.ceil(hi / step) * step + pad])
 
 
 def curves_figure(metrics: dict[str, pd.DataFrame], kind: str = "loss",
-                  splits: tuple[str, ...] = ("train", "val", "test"), marks: dict[str, tuple[int, str]] | None = None, log_y: bool = False, height: int = 380) -> go.Figure:
+                  splits: tuple[str, ...] = ("train", "val", "test"), marks: dict[str, tuple[int, str]] | None = None, log_y: bool = False, height: int = 380,
+                  val_is_test: tuple[str, ...] = ()) -> go.Figure:
     """Per-epoch loss or accuracy of one or more runs.
 
     Args:
@@ -84,6 +116,8 @@ def curves_figure(metrics: dict[str, pd.DataFrame], kind: str = "loss",
             several, colour tells the run and the dash the split.
         kind: "loss" or "acc".
         marks: vertical epoch markers, {label: (epoch, colour)}.
+        val_is_test: names of runs whose validation set IS the test set (seed protocol): their test
+            line is drawn dashed on top of the identical val line and named "test (= val)".
     """
     fig = go.Figure()
     several = len(metrics) > 1
@@ -93,17 +127,63 @@ def curves_figure(metrics: dict[str, pd.DataFrame], kind: str = "loss",
             if col not in df or df[col].isna().all():
                 continue
             color = RUN_COLORS[i % len(RUN_COLORS)] if several else SPLIT_COLORS[split]
+            same = split == "test" and name in val_is_test and "val" in splits
+            label = "test (= val)" if same else split
             fig.add_trace(go.Scatter(
-                x=df["epoch"], y=df[col], mode="lines+markers", name=f"{name} · {split}" if several else split,
-                line=dict(color=color, dash=SPLIT_DASH[split] if several else "solid", width=2),
-                marker=dict(size=6), legendgroup=name,
+                x=df["epoch"], y=df[col], mode="lines+markers", name=f"{name} · {label}" if several else label,
+                line=dict(color=color, dash="dash" if same else SPLIT_DASH[split] if several else "solid", width=2),
+                marker=dict(size=9 if same else 6, symbol="diamond-open" if same else "circle"), legendgroup=name,
                 hovertemplate=f"{name} {split}<br>epoch %{{x}}<br>{kind} %{{y:.4f}}<extra></extra>"))
-    add_epoch_marks(fig, marks or {})
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), title=METRIC_TITLES.get(kind, kind),
                       hovermode="x unified", legend=dict(orientation="h", y=-0.2))
-    fig.update_xaxes(title="epoch", dtick=1 if max((len(d) for d in metrics.values()), default=0) <= 20 else None)
+    epochs = [int(e) for d in metrics.values() if len(d) for e in (d["epoch"].min(), d["epoch"].max())]
+    last = max(epochs, default=1)
+    add_epoch_marks(fig, marks or {}, last)
+    epoch_axis(fig, last, min(epochs, default=1))
     fig.update_yaxes(title=kind, type="log" if log_y else "linear",
                      tickformat=".0%" if kind == "acc" and not log_y else None)
+    return fig
+
+
+def cartography_figure(sample: pd.DataFrame, x_max: float, easy_confidence: float, ambiguous_variability: float,
+                       height: int = 520) -> go.Figure:
+    """Dataset cartography (Swayamdipta et al. 2020): one WebGL point per training example, regions shaded.
+
+    Args:
+        sample: rows of analysis.dynamics.cartography (index, label, confidence, variability, correctness).
+        x_max: right end of the variability axis.
+        easy_confidence, ambiguous_variability: the region thresholds of analysis.dynamics.
+    Returns:
+        The figure; its only trace (curve 0) is the points, in the row order of `sample`.
+    """
+    fig = go.Figure()
+    shade = {"easy": "rgba(64,192,87,0.08)", "hard-to-learn": "rgba(250,82,82,0.08)",
+             "ambiguous": "rgba(76,110,245,0.08)"}
+    a, e = ambiguous_variability, easy_confidence
+    for name, (x0, x1, y0, y1) in {"easy": (0, a, e, 1.02), "hard-to-learn": (0, a, -0.02, e),
+                                   "ambiguous": (a, x_max, -0.02, 1.02)}.items():
+        fig.add_shape(type="rect", x0=x0, x1=x1, y0=y0, y1=y1, fillcolor=shade[name], line_width=0, layer="below")
+    # region names outside the cloud of points: easy and ambiguous above the plot, hard-to-learn in the
+    # lower right corner of its region (low confidence with high variability is nearly empty)
+    label = dict(showarrow=False, font=dict(color="#495057", size=12), bgcolor="rgba(255,255,255,0.85)",
+                 borderpad=2)
+    fig.add_annotation(x=0, y=1.0, yref="paper", yanchor="bottom", xanchor="left", text="easy: high confidence ▼",
+                       **label)
+    fig.add_annotation(x=a, y=1.0, yref="paper", yanchor="bottom", xanchor="left", xshift=4,
+                       text="ambiguous: high variability ▼", **label)
+    fig.add_annotation(x=a, y=0.0, yanchor="bottom", xanchor="right", xshift=-4, text="hard-to-learn: low confidence", **label)
+    fig.add_trace(go.Scattergl(
+        x=sample["variability"], y=sample["confidence"], mode="markers",
+        marker=dict(color=sample["correctness"], colorscale="RdYlGn", cmin=0, cmax=1, size=5, opacity=0.7,
+                    colorbar=dict(title="correct<br>share", tickformat=".0%")),
+        customdata=np.stack([sample["index"], sample["label"], sample["correctness"]], axis=1),
+        hovertemplate="#%{customdata[0]} (label %{customdata[1]})<br>confidence %{y:.2f}, variability %{x:.2f}<br>"
+                      "right in %{customdata[2]:.0%} of epochs<extra></extra>"))
+    fig.update_layout(title=dict(text="Dataset cartography: drag a box or lasso to see those training images",
+                                 y=0.99, yanchor="top"),
+                      height=height, margin=dict(l=10, r=10, t=60, b=10), dragmode="lasso")
+    fig.update_xaxes(title="variability (std of the true-class probability over epochs)", range=[0, x_max])
+    fig.update_yaxes(title="confidence (mean true-class probability)", range=[-0.02, 1.02])
     return fig
 
 
@@ -225,8 +305,9 @@ def build_report(run_dir: Path | str, epoch: int | None = None, split: str = "va
     figures: list[go.Figure] = []
     marks = {f"best epoch {best}": (best, MARK_COLORS["best"])} if best is not None else {}
     if len(metrics):
-        figures += [curves_figure({name: metrics}, "loss", marks=marks),
-                    curves_figure({name: metrics}, "acc", marks=marks)]
+        same = (name,) if config.get("data", {}).get("val_source") == "test" else ()
+        figures += [curves_figure({name: metrics}, "loss", marks=marks, val_is_test=same),
+                    curves_figure({name: metrics}, "acc", marks=marks, val_is_test=same)]
     parts.append(f"<h2>Overfitting</h2><p class='verdict'>{html.escape(verdict)}</p>")
     parts.append("<h2>Training curves</h2>{FIG0}{FIG1}" if figures else "<p>No finished epoch yet.</p>")
 

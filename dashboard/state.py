@@ -95,7 +95,7 @@ def render_sidebar() -> Selection:
                           format_func=lambda i: f"{label[i]} · {BADGES.get(by_id[i].state, by_id[i].state)}",
                           help="Runs in the runs folder, newest first.")
     sel.run = by_id[run_id]
-    sb.caption(f"`{run_id}` · {BADGES.get(sel.run.state, sel.run.state)} · epoch {sel.run.last_epoch}")
+    sb.caption(f"{BADGES.get(sel.run.state, sel.run.state)} · epoch {sel.run.last_epoch}  \n`{run_id}`")
     try:
         metrics = cache.load_metrics(sel.run.path)
     except RunError as e:

@@ -17,6 +17,12 @@ from analysis.internals import conv1_window
 from dashboard import cache, maps
 
 
+def _num(x: float, digits: int = 4) -> str:
+    """A number with `digits` decimals, never "-0.000" (a tiny negative rounds to a plain 0)."""
+    text = f"{float(x):.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def _shape(a: np.ndarray) -> str:
     return "×".join(str(s) for s in a.shape)
 
@@ -108,10 +114,20 @@ def render_conv1_click(run_dir: str, epoch: int, image: np.ndarray, acts: dict[s
         st.session_state[row_key] = min(max(clicked[0], 0), out_h - 1)
         st.session_state[col_key] = min(max(clicked[1], 0), out_w - 1)
     c0, c1, c2 = st.columns(3)
-    channel = c0.number_input("conv1 kernel (channel)", 0, n_ch - 1, 0, key=f"{key}_channel")
-    row = c1.number_input("Output row", 0, out_h - 1, out_h // 2, key=row_key)
-    col = c2.number_input("Output column", 0, out_w - 1, out_w // 2, key=col_key)
-    channel, row, col = int(channel), int(row), int(col)
+    channel = int(c0.number_input("conv1 kernel (channel)", 0, n_ch - 1, 0, key=f"{key}_channel"))
+    # start on the pixel where this channel responds most (a window on the ink, not an all-zero corner);
+    # a new image moves it there again, a click or typed row/column moves it anywhere
+    image_id, image_key = hash(np.asarray(image).tobytes()), f"_{key}_image"
+    if st.session_state.get(image_key, image_id) != image_id:
+        st.session_state.pop(row_key, None)
+        st.session_state.pop(col_key, None)
+    st.session_state[image_key] = image_id
+    if row_key not in st.session_state or col_key not in st.session_state:
+        best_r, best_c = np.unravel_index(int(np.argmax(acts["conv1"][channel])), (out_h, out_w))
+        st.session_state.setdefault(row_key, int(best_r))
+        st.session_state.setdefault(col_key, int(best_c))
+    row = int(c1.number_input("Output row", 0, out_h - 1, key=row_key))
+    col = int(c2.number_input("Output column", 0, out_w - 1, key=col_key))
 
     seen = (cache.as_float_image(image) - mean) / std        # what conv1 sees (normalized models only differ)
     result = conv1_window(seen, kernels[channel], float(biases[channel]), row, col)
@@ -129,10 +145,11 @@ def render_conv1_click(run_dir: str, epoch: int, image: np.ndarray, acts: dict[s
                    width="stretch", key=f"{key}_kernel")
     c.plotly_chart(maps.numbers_figure(result["products"], "window × kernel"),
                    width="stretch", key=f"{key}_products")
-    terms = " + ".join(f"({w:.2f}×{k:.2f})" for w, k in zip(result["window"].ravel(), result["kernel"].ravel()))
-    st.markdown(f"**Multiply and sum:** {terms} = **{result['sum']:.4f}**; "
-                f"plus the bias {result['bias']:.4f} gives **{result['output']:.4f}**, "
+    terms = " + ".join(f"({_num(w, 2)}×{_num(k, 2)})" for w, k in zip(result["window"].ravel(),
+                                                                        result["kernel"].ravel()))
+    st.markdown(f"**Multiply and sum:** {terms} = **{_num(result['sum'])}**; "
+                f"plus the bias {_num(result['bias'])} gives **{_num(result['output'])}**, "
                 f"the conv1 output at row {row}, column {col} of channel {channel}.")
-    st.caption(f"The forward pass computed {float(acts['conv1'][channel, row, col]):.4f} at the same place; "
-               f"after the ReLU it is {float(acts['relu1'][channel, row, col]):.4f}.")
+    st.caption(f"The forward pass computed {_num(acts['conv1'][channel, row, col])} at the same place; "
+               f"after the ReLU it is {_num(acts['relu1'][channel, row, col])}.")
     return result

@@ -51,7 +51,7 @@ def copy_run(fixture_run, tmp_path):
     """Make a private copy of the fixture run (to damage or extend it in one test)."""
     def make(name: str = "copy") -> Path:
         dest = tmp_path / "runs" / name
-        shutil.copytree(fixture_run, dest)
+        shutil.copytree(fixture_run, dest, ignore=shutil.ignore_patterns("cache"))  # no analysis cache of others
         return dest
     return make
 

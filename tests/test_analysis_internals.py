@@ -213,6 +213,25 @@ def test_activation_maximization_of_a_conv2_channel():
     assert channel_mean(result) > channel_mean(start)
 
 
+def test_activation_maximization_of_the_centre_unit_stays_in_its_receptive_field():
+    """where="center": conv2's middle unit (5,5) sees input rows/cols 8..15 only (3x3 conv, pool 2, 3x3 conv)."""
+    model = make_net(7, fc1_units=128)
+
+    def centre(img: np.ndarray) -> float:
+        x = torch.tensor(img)[None, None]
+        with torch.no_grad():
+            return F.conv2d(F.max_pool2d(F.relu(model.conv1(x)), 2), model.conv2.weight,
+                            model.conv2.bias)[0, 9, 5, 5].item()
+
+    start = internals.activation_maximization(model, ("conv2", 9), steps=0, where="center")
+    result = internals.activation_maximization(model, ("conv2", 9), steps=40, l2=1e-2, blur_every=0,
+                                               where="center")
+    outside = np.ones((28, 28), bool)
+    outside[8:16, 8:16] = False
+    assert centre(result) > centre(start)
+    assert result[outside].mean() < start[outside].mean() - 0.05   # unseen pixels only feel the L2 pull
+
+
 # ----------------------------------------------------------------------------- embeddings
 
 def test_embeddings_are_fc1_after_relu():

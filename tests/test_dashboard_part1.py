@@ -75,7 +75,7 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
         "overfitting": ["over_curves", "over_gap", "over_class_heatmap", "over_mistake_conf", "over_reliability",
                         "over_forgetting", "over_carto"],
         "data_page": ["data_balance"],
-        "confusion": ["conf_matrix", "conf_animation"],
+        "confusion": ["conf_matrix"],
     }
     for page in PAGES:
         at.switch_page(f"app_pages/{page}.py").run()
@@ -98,6 +98,11 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
             assert len(captions(at)) == 10 + 40                           # 10 mean images + one page of 40
         if page == "confusion":
             assert len(at.dataframe[1].value) == 10                       # per-class table
+            assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("-conf_animation")]
+            at.toggle(key="conf_animate").set_value(True).run()            # the animation is built only when asked
+            assert not at.exception and not errors(at)
+            frames = chart(at, "conf_animation")["frames"]
+            assert [int(f["name"]) for f in frames] == runs.prediction_epochs(fixture_run)
 
 
 # ----------------------------------------------------------------------------- Runs

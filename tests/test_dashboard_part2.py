@@ -27,6 +27,18 @@ from tests.apptest_util import array, captions, chart, errors, heatmap, new_app,
 
 # ----------------------------------------------------------------------------- helpers
 
+@pytest.fixture(scope="module", autouse=True)
+def _leave_no_cache(fixture_run):
+    """The pages cache slow results in the run folder: remove what these tests wrote into the shared fixture run,
+    so later tests that copy it (copy_run) start from a run without a cache."""
+    import shutil
+    cache_dir = fixture_run / "cache"
+    existed = cache_dir.exists()
+    yield
+    if not existed:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
 @pytest.fixture()
 def app(runs_dir, monkeypatch):
     """A fresh AppTest of the dashboard on the fixture runs folder; pass session state to preset widgets."""
@@ -86,6 +98,10 @@ def test_attributions_renders_with_trust_figures(app, fixture_run):
     pred = int(model(x).argmax())
     assert metric(at, f"Predicted (epoch {epoch})") == str(pred)
     np.testing.assert_allclose(heatmap(at, "attr_map_saliency"), saliency(model, x, pred), rtol=1e-4, atol=1e-7)
+    # only the chosen view is built (no hidden tabs); every class 0-9 is a tick of the probability bars
+    keys = [c.proto.id for c in at.get("plotly_chart")]
+    assert not any(k.endswith(("-attr_adv_img", "-attr_all_grid", "-attr_cmp_map_a")) for k in keys), keys
+    assert chart(at, "attr_probs")["layout"]["xaxis"]["tickvals"] == list(range(10))
 
 
 def test_attributions_target_example_and_epoch_change_the_map(app, fixture_run):
@@ -155,6 +171,8 @@ def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
     assert at.session_state["attr_index"] == expected
 
     # class mean: Captum's saliency averaged over the first N test images of the class
+    at.session_state["attr_view"] = "Class means"
+    at.run()
     at.slider(key="attr_mean_n").set_value(5)
     at.selectbox(key="attr_mean_class").set_value(3)
     at.toggle(key="attr_mean_on").set_value(True).run()
@@ -167,6 +185,8 @@ def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
     np.testing.assert_allclose(heatmap(at, "attr_mean_map"), ref, rtol=1e-4, atol=1e-7)
 
     # FGSM: the prediction after one signed-gradient step of size epsilon
+    at.session_state["attr_view"] = "Fragility"
+    at.run()
     at.slider(key="attr_eps").set_value(0.3).run()
     ok(at)
     x = split_image(expected, fixture_run).requires_grad_()
@@ -210,6 +230,10 @@ def test_filters_kernels_follow_the_epoch(app, fixture_run):
         feats = model.relu3(model.fc1(h.flatten(1))).numpy()
     xy = PCA(n_components=2, random_state=0).fit_transform(feats)
     labels = raw["t10k-labels-idx1-ubyte"][:500]
+    at.session_state["filt_view"] = "Embedding"
+    at.run()
+    ok(at)
+    assert chart(at, "filt_emb_sel")["layout"]["xaxis"]["title"]["text"] == "PC 1"
     traces = chart(at, "filt_emb_sel")["data"]
     assert [t["name"] for t in traces] == [str(c) for c in range(10)]
     for c, t in enumerate(traces):
@@ -218,7 +242,8 @@ def test_filters_kernels_follow_the_epoch(app, fixture_run):
 
 
 def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
-    at = app("filters", filt_walk_index=4, filt_conv_channel=3, filt_conv_row=9, filt_conv_col=11, **FILT_FAST)
+    at = app("filters", filt_view="Walk-through", filt_walk_index=4, filt_conv_channel=3, filt_conv_row=9,
+             filt_conv_col=11, **FILT_FAST)
     ok(at)
     epoch = at.session_state["epoch"]
     model = model_at(fixture_run, epoch)
@@ -235,17 +260,20 @@ def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
     for stage, shape in shapes.items():
         assert shape in chart(at, f"filt_walk_stage_{stage}")["layout"]["title"]["text"]
 
+    at.number_input(key="filt_conv_channel").set_value(5).run()            # another kernel, same pixel
+    ok(at)
+    assert f"gives **{conv1[5, 9, 11]:.4f}**" in markdown(at)
+
     # the top image of conv2 channel 0: highest max of its post-ReLU map over the first 1000 test images
+    at.session_state["filt_view"] = "conv2 channels"
+    at.run()
+    ok(at)
     imgs = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][:1000].copy()))
     with torch.no_grad():
         scores = model.relu2(model.conv2(model.pool1(model.relu1(model.conv1(imgs)))))[:, 0].amax(dim=(1, 2))
     top = int(torch.argmax(scores))
     shown = captions(at)
     assert any(c.startswith(f"test #{top} ") for c in shown), shown
-
-    at.number_input(key="filt_conv_channel").set_value(5).run()            # another kernel, same pixel
-    ok(at)
-    assert f"gives **{conv1[5, 9, 11]:.4f}**" in markdown(at)
 
 
 # ----------------------------------------------------------------------------- draw a digit
@@ -278,6 +306,14 @@ def test_draw_upload_predicts_and_follows_the_epoch(app, fixture_run):
     assert f"Prediction: {int(p.argmax())}" in markdown(at)
     np.testing.assert_allclose(array(chart(at, "draw_probs")["data"][0]["y"]), p, rtol=1e-4, atol=1e-7)
     assert "Draw a digit" not in "".join(i.value for i in at.info)
+    # the hand-computed conv1 example starts where channel 0 responds most (not on an empty corner)
+    with torch.no_grad():
+        c0 = model_at(fixture_run, epoch).conv1(x)[0, 0].numpy()
+    assert (at.session_state["draw_conv_row"], at.session_state["draw_conv_col"]) == \
+        tuple(int(i) for i in np.unravel_index(np.argmax(c0), c0.shape))
+    # preprocessing steps are numbered 1, 2, ... in the order shown, whatever steps were skipped
+    numbered = [c for c in captions(at) if " · " in c and c[0].isdigit()]
+    assert [int(c.split(" · ")[0]) for c in numbered] == list(range(1, len(numbered) + 1)), numbered
 
     first = runs.checkpoint_epochs(fixture_run)[0]
     assert first != epoch
@@ -319,3 +355,19 @@ def test_pages_say_what_is_missing_without_checkpoints(copy_run, monkeypatch):
         ok(at)
         assert any("checkpoints" in i.value for i in at.info), (page, [i.value for i in at.info])
         assert not at.get("plotly_chart"), page
+
+
+# ----------------------------------------------------------------------------- figure details
+
+def test_maps_ticks_constant_maps_and_no_negative_zero():
+    from dashboard import maps
+    bars = maps.probability_bars(np.full(10, 0.1))
+    assert list(bars.layout.xaxis.tickvals) == list(range(10))               # every class labelled
+    blank = maps.attribution_figure(np.zeros((28, 28)), signed=False)
+    assert blank.data[0].colorbar.tickformat and "s" not in blank.data[0].colorbar.tickformat   # no SI prefixes
+    assert blank.data[0].zmax == 1.0                                          # not a 1e-12 scale
+    assert maps.constant_value(np.zeros((28, 28))) == 0.0
+    assert str(maps.constant_value(np.full((3, 3), -0.0))) == "0.0"                  # not "-0.0"
+    assert maps.constant_value(np.eye(3)) is None
+    cells = maps.numbers_figure(np.array([[-0.0001, 0.5], [-0.2, 0.0]]), "t").data[0].text
+    assert [list(r) for r in cells] == [["0.000", "0.500"], ["-0.200", "0.000"]]

@@ -115,7 +115,8 @@ true = int(labels[index])
 h1, h2, h3 = st.columns([1, 1, 3])
 h1.image(ui.digit(image_u8, 140), caption=f"{split} #{index} (official file row {official[index]})")
 h2.metric("True label", true)
-h2.metric(f"Predicted (epoch {epoch})", pred, f"{model_probs[pred]:.1%}", delta_color="off")
+h2.metric(f"Predicted (epoch {epoch})", pred)
+h2.caption(f"confidence {model_probs[pred]:.1%}")
 h3.plotly_chart(maps.probability_bars(model_probs, "class probabilities", pred, height=220),
                 width="stretch", key="attr_probs")
 if pred != true:
@@ -208,6 +209,14 @@ def render_trust(method: str, delta: float | None) -> None:
         st.dataframe(table, hide_index=True)
 
 
+def constant_note(attr: np.ndarray, where=st) -> None:
+    """Under a map: say so when it is constant (a blank map would otherwise look like 'no data')."""
+    constant = maps.constant_value(attr)
+    if constant is not None:
+        where.caption(f"⚠️ This map is constant (all {constant:.3g}): no pixel matters more than another "
+                      "for this class by this method.")
+
+
 def render_map(method: str, column, key: str) -> None:
     with column:
         attr, delta = cache.attribution(run_dir, epoch, image, method, target, options(method))
@@ -215,6 +224,7 @@ def render_map(method: str, column, key: str) -> None:
         st.plotly_chart(maps.attribution_figure(attr, info.signed, f"{info.name} → class {target}",
                                                 image if overlay else None),
                         width="stretch", key=key)
+        constant_note(attr)
         st.caption(f"{'signed' if info.signed else 'magnitude'} · {info.explanation}")
         sanity_warning(method)
         if trust_on:
@@ -223,10 +233,12 @@ def render_map(method: str, column, key: str) -> None:
 
 # ----------------------------------------------------------------------------- the views
 
-tab_maps, tab_all, tab_mean, tab_epochs, tab_fragile = st.tabs(
-    ["Maps", "All ten classes", "Class means", "Compare epochs", "Fragility"])
+VIEWS = ["Maps", "All ten classes", "Class means", "Compare epochs", "Fragility"]
+# a segmented control, not st.tabs: tabs build every hidden view on every rerun; this builds only the chosen one
+view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="attr_view",
+                            label_visibility="collapsed")
 
-with tab_maps:
+if view == "Maps":
     if not methods:
         st.info("Pick at least one method above.")
     for start in range(0, len(methods), MAPS_PER_ROW):
@@ -234,7 +246,7 @@ with tab_maps:
         for col, method in zip(cols, methods[start:start + MAPS_PER_ROW]):
             render_map(method, col, f"attr_map_{method}")
 
-with tab_all:
+elif view == "All ten classes":
     all_method = st.selectbox("Method", methods or list(METHODS), key="attr_all_method", format_func=name)
     all_maps = cache.all_class_attributions(run_dir, epoch, image, all_method, options(all_method))
     titles = [f"{'▶ ' if c == pred else ''}{c} · p={model_probs[c]:.2f}" for c in range(10)]
@@ -243,7 +255,7 @@ with tab_all:
     st.caption(f"{name(all_method)} towards each class, on one shared colour scale; ▶ marks the prediction.")
     sanity_warning(all_method)
 
-with tab_mean:
+elif view == "Class means":
     st.markdown("The average map of one method over the first *N* test images of a class, explained towards "
                 "that class, next to the class's mean image. Results are cached in the run folder.")
     m1, m2, m3 = st.columns(3)
@@ -264,7 +276,7 @@ with tab_mean:
                        width="stretch", key="attr_mean_map")
         sanity_warning(mean_method)
 
-with tab_epochs:
+elif view == "Compare epochs":
     e1, e2, e3 = st.columns(3)
     epoch_a = e1.selectbox("Epoch A", ckpts, index=0, key="attr_cmp_a")
     epoch_b = e2.selectbox("Epoch B", ckpts, index=ckpts.index(epoch), key="attr_cmp_b")
@@ -277,12 +289,13 @@ with tab_epochs:
                                                  f"epoch {e}: {name(cmp_method)} → class {target}",
                                                  image if overlay else None),
                          width="stretch", key=f"attr_cmp_map_{tag}")
+        constant_note(attr, col)
         col.markdown(f"Epoch {e} predicts **{int(np.argmax(p))}** ({p.max():.1%}); "
                      f"p(class {target}) = {p[target]:.1%}")
     st.caption("Each map has its own colour scale: compare where the evidence lies, not its size.")
     sanity_warning(cmp_method)
 
-with tab_fragile:
+elif view == "Fragility":
     st.markdown("The Fast Gradient Sign Method (FGSM) moves every pixel by ε in the direction that most "
                 f"lowers the network's confidence in its answer ({pred}).")
     g1, g2 = st.columns([2, 1])
@@ -293,8 +306,10 @@ with tab_fragile:
     adv_pred = int(np.argmax(adv_probs))
     flip = cache.min_flip_epsilon(run_dir, epoch, image, pred)
     r1, r2, r3 = st.columns(3)
-    r1.metric("Prediction after FGSM", adv_pred, f"{adv_probs[adv_pred]:.1%}", delta_color="off")
-    r2.metric("Was", pred, f"{model_probs[pred]:.1%}", delta_color="off")
+    r1.metric("Prediction after FGSM", adv_pred)
+    r1.caption(f"confidence {adv_probs[adv_pred]:.1%}")
+    r2.metric("Was", pred)
+    r2.caption(f"confidence {model_probs[pred]:.1%}")
     r3.metric("Smallest flipping ε", "> 0.5" if flip is None else f"{flip:.3f}",
               help="The smallest FGSM step that changes the prediction (bisection up to 0.5).")
     if adv_pred != pred:
@@ -313,4 +328,6 @@ with tab_fragile:
                                             image if overlay else None), width="stretch", key="attr_frag_before")
     d2.plotly_chart(maps.attribution_figure(after, signed, f"{name(frag_method)} → {pred}, perturbed",
                                             image if overlay else None), width="stretch", key="attr_frag_after")
+    constant_note(before, d1)
+    constant_note(after, d2)
     sanity_warning(frag_method)

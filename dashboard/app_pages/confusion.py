@@ -47,8 +47,15 @@ else:   # no predictions for the sidebar's epoch (or no readable metrics): the c
                else f"Showing epoch {epoch}, the last with saved predictions.")
 
 c1, c2 = st.columns(2)
-split = c1.radio("Set", ["val", "test"], key="conf_split", horizontal=True,
-                 format_func={"val": "validation", "test": "test"}.get)
+val_is_test = cache.load_config(str(run_dir)).get("data", {}).get("val_source") == "test"
+if val_is_test:      # seed protocol: validation and test are the same images, one view is enough
+    split = "val"
+    c1.markdown("**Set:** test = validation")
+    c1.caption("This run validated on the test set (the seed notebook's protocol), so validation and test "
+               "are the same images.")
+else:
+    split = c1.radio("Set", ["val", "test"], key="conf_split", horizontal=True,
+                     format_func={"val": "validation", "test": "test"}.get)
 normalize = c2.radio("Show", ["counts", "row-normalized"], key="conf_norm", horizontal=True) == "row-normalized"
 
 try:
@@ -88,14 +95,15 @@ def gallery(positions: np.ndarray, captions: list[str], columns: int = 8, links:
         row = slice(start, start + columns)
         for col, pos, cap in zip(st.columns(columns), positions[row], captions[row]):
             with col:
-                st.image(ui.digit(imgs[pos], 72), caption=cap)
+                st.image(ui.digit(imgs[pos], 112), caption=cap)   # ≥ the column: all images equally wide
                 if links:
                     explain_link(int(pos))
 
 
 def top3(p: np.ndarray) -> str:
+    """The three highest probabilities as compact tokens, "6:73% 0:15% 5:8%" (wraps only between tokens)."""
     order = np.argsort(-p)[:3]
-    return ", ".join(f"{c}: {p[c]:.0%}" for c in order)
+    return " ".join(f"{c}:{p[c]:.0%}" for c in order)
 
 
 # ----------------------------------------------------------------------------- the matrix and its cells
@@ -122,7 +130,8 @@ def on_matrix_select() -> None:
 
 left, right = st.columns([3, 2])
 with left:
-    fig = report.confusion_figure(cm, normalize, title=f"{'Validation' if split == 'val' else 'Test'} set, "
+    set_name = "Test (= validation)" if val_is_test else "Validation" if split == "val" else "Test"
+    fig = report.confusion_figure(cm, normalize, title=f"{set_name} set, "
                                                        f"epoch {epoch}: {int(np.trace(cm))} of {int(cm.sum())} right")
     st.plotly_chart(fig, key="conf_matrix", on_select=on_matrix_select, selection_mode="points")
     if st.session_state.get("conf_cell") not in [NO_CELL, *cells]:
@@ -145,17 +154,20 @@ if cell != NO_CELL:
         page = st.number_input("Page", 1, pages, key="conf_gallery_page") if pages > 1 else 1
         shown = where[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
         gallery(shown, [f"#{pos} · {top3(probs[pos])}" for pos in shown])
-        st.caption("#position in the set · the model's three highest probabilities")
+        st.caption("#position in the set · the model's three highest probabilities, as digit:probability")
     else:
         st.caption("No example in this cell at this epoch.")
 
 with st.expander("Watch it form: the matrix epoch by epoch"):
-    with ui.section_guard("The animation"):
-        cms = cache.confusion_by_epoch(run_dir, split)
-        if len(cms) > 1:
-            st.plotly_chart(report.confusion_animation(cms, normalize), key="conf_animation")
-        else:
-            st.caption("Only one epoch has predictions.")
+    # built only when asked: reading every epoch and building the frames costs time on every rerun
+    if len(pred_epochs) < 2:
+        st.caption("Only one epoch has predictions.")
+    elif st.toggle("Show the animation", key="conf_animate",
+                   help=f"Replays the matrix over the {len(pred_epochs)} epochs with predictions."):
+        with ui.section_guard("The animation"):
+            anim = cache.confusion_animation(run_dir, split, normalize)
+            if anim is not None:
+                st.plotly_chart(anim, key="conf_animation")
 
 # ----------------------------------------------------------------------------- per class, mistakes, labels
 st.subheader("Per class")
@@ -164,7 +176,8 @@ st.dataframe(report.style_class_report(table), width="stretch")
 
 st.subheader("Most confident mistakes")
 mistakes = confident_mistakes(probs, labels, k=16)
-gallery(mistakes, [f"#{pos} · true {labels[pos]} → {pred[pos]} ({probs[pos, pred[pos]]:.0%})" for pos in mistakes])
+gallery(mistakes, [f"#{pos} · {labels[pos]}→{pred[pos]} · {probs[pos, pred[pos]]:.0%}" for pos in mistakes])
+st.caption("#position in the set · true digit→predicted digit · the model's probability for its answer")
 
 st.subheader("Suspicious labels (candidate label errors)")
 with ui.section_guard("Suspicious labels"):
@@ -174,7 +187,7 @@ with ui.section_guard("Suspicious labels"):
                    "in each of the last three epochs.")
         shown = sus.head(24)
         gallery(shown["position"].to_numpy(),
-                [f"#{r.position} · label {r.label}, model says {r.predicted} ({r.confidence:.0%})"
-                 for r in shown.itertuples()])
+                [f"#{r.position} · {r.label}→{r.predicted} · {r.confidence:.0%}" for r in shown.itertuples()])
+        st.caption("#position in the set · label→the model's answer · its probability")
     else:
         st.caption("None: no example was contradicted with ≥ 90% confidence in each of the last three epochs.")

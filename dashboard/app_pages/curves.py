@@ -37,10 +37,13 @@ def label_of(run, shown) -> str:
 shown = [sel.run, *sel.compare]
 metrics: dict[str, pd.DataFrame] = {}
 steps: dict[str, pd.DataFrame] = {}
+val_is_test: list[str] = []                   # runs validated on the test set (seed protocol): val and test coincide
 for run in shown:
     try:
         metrics[label_of(run, shown)] = cache.load_metrics(run.path)
         steps[label_of(run, shown)] = cache.load_steps(run.path)
+        if run.config.get("data", {}).get("val_source") == "test":
+            val_is_test.append(label_of(run, shown))
     except RunError as e:
         st.error(f"Cannot read `{e.path}` of run `{run.run_id}`: {e}")
 
@@ -61,8 +64,16 @@ if sel.epoch is not None and sel.epoch != sel.best_epoch:
     marks[f"selected {sel.epoch}"] = (sel.epoch, report.MARK_COLORS["selected"])
 
 left, right = st.columns(2)
-left.plotly_chart(report.curves_figure(metrics, "loss", tuple(splits), marks, log_y), key="curves_loss")
-right.plotly_chart(report.curves_figure(metrics, "acc", tuple(splits), marks), key="curves_acc")
+left.plotly_chart(report.curves_figure(metrics, "loss", tuple(splits), marks, log_y, val_is_test=tuple(val_is_test)),
+                  key="curves_loss")
+right.plotly_chart(report.curves_figure(metrics, "acc", tuple(splits), marks, val_is_test=tuple(val_is_test)),
+                   key="curves_acc")
+if val_is_test and "val" in splits and "test" in splits:
+    who = "This run" if len(metrics) == 1 else "Run" + ("s " if len(val_is_test) > 1 else " ") + ", ".join(
+        f"*{n}*" for n in val_is_test)
+    st.caption(f"{who} validated on the **test set** (the seed notebook's protocol): the val and test curves are "
+               "the same numbers, so *test (= val)* is drawn dashed on top of val. Choosing the epoch by these "
+               "curves makes the test accuracy optimistic; the *classic* protocol keeps a separate validation set.")
 
 st.subheader("Training loss per step")
 fig = go.Figure()

@@ -63,10 +63,16 @@ labels = cache.split_labels(kind)
 counts = pd.DataFrame({s: pd.Series(y).value_counts().reindex(range(10), fill_value=0) for s, y in labels.items()})
 counts.index.name = "class"
 sizes = pd.DataFrame({"split": list(labels), "examples": [len(y) for y in labels.values()],
-                      "from": [f"official {SPLIT_SOURCES[kind][s][0]} file, rows {SPLIT_SOURCES[kind][s][1]:,}–"
-                               f"{SPLIT_SOURCES[kind][s][1] + len(labels[s]) - 1:,}" for s in labels]})
-left, right = st.columns([1, 2])
-left.dataframe(sizes, hide_index=True, width="stretch")
+                      "from": [f"{SPLIT_SOURCES[kind][s][0]}[{SPLIT_SOURCES[kind][s][1]}:"
+                               f"{SPLIT_SOURCES[kind][s][1] + len(labels[s])}]" for s in labels]})
+left, right = st.columns([2, 3])
+left.dataframe(sizes, hide_index=True, width="stretch",
+               column_config={"split": st.column_config.TextColumn(width=50),
+                              "examples": st.column_config.NumberColumn(width=75),
+                              "from": st.column_config.TextColumn(
+                                  "from (official file[rows])", width=170,
+                                  help="Rows of the official train or test file, Python-style: train[50000:60000] "
+                                       "= rows 50,000 to 59,999.")})
 train_cfg = run_cfg.get("train", {})
 if sel.run is not None and (train_cfg.get("subset") or train_cfg.get("eval_subset")):
     left.info(f"The selected run used a subset: the first {train_cfg.get('subset') or 'all'} training and the first "

@@ -16,9 +16,10 @@ from dashboard import cache, maps, state, ui, walkthrough
 
 CANVAS = 280            # canvas side in pixels (10x MNIST)
 IG_STEPS = 32           # Integrated Gradients steps for the live overlay
-STEP_TITLES = {"grayscale": "1 · grayscale", "inverted": "2 · inverted (light background)",
-               "cropped": "3 · cropped to the ink", "scaled": "4 · longer side 20 px",
-               "centred": "5 · centred by mass in 28×28"}
+STEP_TITLES = {"grayscale": "grayscale", "inverted": "inverted (light background)",
+               "cropped": "cropped to the ink", "scaled": "longer side 20 px",
+               "centred": "centred by mass"}   # numbered on the page, in the order shown
+THUMB = 140             # every preprocessing thumbnail is shown in a THUMB x THUMB box
 
 sel = state.current()
 st.title("✏️ Draw a digit")
@@ -53,12 +54,15 @@ def clear_canvas() -> None:
     st.session_state["draw_canvas_n"] += 1     # a new key mounts a fresh, empty canvas
 
 
-def thumbnail(image: np.ndarray, side: int = 140) -> Image.Image:
-    """A preprocessing step as a picture about `side` pixels on its longer side (crisp when enlarged)."""
+def thumbnail(image: np.ndarray, side: int = THUMB) -> Image.Image:
+    """A preprocessing step fitted into a side x side square (light grey margins: every thumbnail the same size)."""
     img = Image.fromarray(np.asarray(image, dtype=np.uint8))
     scale = side / max(img.size)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(size, Image.NEAREST if scale > 1 else Image.LANCZOS)
+    img = img.resize(size, Image.NEAREST if scale > 1 else Image.LANCZOS)
+    box = Image.new("L", (side, side), 233)                 # light grey (#E9E9E9): not part of the picture
+    box.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+    return box
 
 
 def read_input() -> tuple[bytes | None, str]:
@@ -114,8 +118,9 @@ with right:
 if pre is not None:
     st.subheader("Preprocessing, step by step")
     cols = st.columns(len(pre.steps))
-    for col, (step, img) in zip(cols, pre.steps.items()):
-        col.image(thumbnail(img), width=140, caption=f"{STEP_TITLES.get(step, step)} · {img.shape[1]}×{img.shape[0]}")
+    for number, (col, (step, img)) in enumerate(zip(cols, pre.steps.items()), start=1):
+        col.image(thumbnail(img), width=THUMB,
+                  caption=f"{number} · {STEP_TITLES.get(step, step)} · {img.shape[1]}×{img.shape[0]}")
     if pre.notes:
         st.caption("; ".join(pre.notes))
 

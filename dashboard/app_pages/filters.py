@@ -54,8 +54,11 @@ def kernel_animation(run_dir: str, epochs: list[int], start: int) -> go.Figure:
     steps = [dict(method="animate", label=str(e), args=[[str(e)], dict(mode="immediate", frame=dict(
         duration=0, redraw=True), transition=dict(duration=0))]) for e in epochs]
     fig.update_layout(
-        sliders=[dict(active=epochs.index(start), steps=steps, currentvalue=dict(prefix="epoch "), pad=dict(t=30))],
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
+        # the slider starts right of the play button (both sit under the plot, on the same line)
+        sliders=[dict(active=epochs.index(start), steps=steps, currentvalue=dict(prefix="epoch "),
+                      x=0.16, len=0.84, y=0, yanchor="top", pad=dict(t=30, l=0))],
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=0, xanchor="left", yanchor="top",
+                          pad=dict(t=58, l=0), showactive=False,
                           buttons=[dict(label="▶ play", method="animate", args=[None, dict(
                               frame=dict(duration=700, redraw=True), fromcurrent=False,
                               transition=dict(duration=0))])])])
@@ -64,11 +67,15 @@ def kernel_animation(run_dir: str, epochs: list[int], start: int) -> go.Figure:
     return fig
 
 
-tab_c1, tab_c2, tab_walk, tab_emb = st.tabs(["conv1 kernels", "conv2 channels", "Walk-through", "Embedding"])
+test_labels = cache.split_labels("seed")["test"]              # the official test labels
+VIEWS = ["conv1 kernels", "conv2 channels", "Walk-through", "Embedding"]
+# a segmented control, not st.tabs: tabs build every hidden view on every rerun; this builds only the chosen one
+view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="filt_view",
+                            label_visibility="collapsed")
 
 # ----------------------------------------------------------------------------- conv1
 
-with tab_c1:
+if view == "conv1 kernels":
     left, right = st.columns([3, 2])
     left.plotly_chart(kernel_animation(run_dir, ckpts, epoch), width="stretch", key="filt_kernels")
     with right:
@@ -89,13 +96,17 @@ with tab_c1:
             fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines+markers", name="mean of the 32",
                                      line=dict(width=3, color="#E8590C")))
             fig.add_vline(x=epoch, line=dict(color="#868E96", dash="dot"))
-            fig.update_layout(height=380, margin=dict(l=4, r=4, t=10, b=4), xaxis_title="epoch",
-                              yaxis_title="L2 distance of the kernel's weights", legend=dict(orientation="h", y=1.08))
+            fig.update_layout(height=380, margin=dict(l=4, r=4, t=10, b=4),
+                              xaxis=dict(title="epoch", tickmode="array", tickvals=sorted(drift["epoch"].unique()),
+                                         range=[min(drift["epoch"]) - 0.3, max(drift["epoch"]) + 0.3]),
+                              yaxis_title="L2 distance of the kernel's weights",
+                              legend=dict(orientation="h", x=1, xanchor="right", y=-0.18, yanchor="top"))
+            fig.update_layout(margin=dict(b=70))
             st.plotly_chart(fig, width="stretch", key="filt_drift")
 
 # ----------------------------------------------------------------------------- conv2
 
-with tab_c2:
+elif view == "conv2 channels":
     k2 = cache.conv_kernels(run_dir, epoch, "conv2")                        # (64,32,3,3)
     summary = np.abs(k2).mean(axis=1)                                       # (64,3,3) for display only
     a, b = st.columns([3, 2])
@@ -116,14 +127,17 @@ with tab_c2:
     c1, c2 = st.columns([1, 2])
     c1.plotly_chart(maps.image_figure(am, f"grown to excite channel {channel}"), width="stretch", key="filt_actmax")
     c2.markdown("**Activation maximization** starts from a grey image and changes its pixels, step by step, "
-                "to raise the channel's mean output (with a little blur and a penalty on bright pixels to "
-                "keep it smooth). It shows the pattern the channel is tuned to: strokes at an angle, "
-                "ends, curves. Results are cached in the run folder.")
+                "to raise the output of the channel's **centre unit** (with a little blur and a penalty on "
+                "bright pixels to keep it smooth). That unit sees an 8×8 patch of the input, so the pattern "
+                "it is tuned to (a stroke at an angle, an end, a curve) appears in the middle on a dark "
+                "surround. Shown with its contrast stretched (darkest → black, brightest → white). Results "
+                "are cached in the run folder.")
+    if float(am.max() - am.min()) < 0.05:
+        c2.caption("The image barely changed from grey: this channel hardly responds to any input at this epoch.")
 
 # ----------------------------------------------------------------------------- walk-through
 
-with tab_walk:
-    test_labels = cache.split_labels("seed")["test"]          # the official test labels
+elif view == "Walk-through":
     w1, w2 = st.columns([1, 3])
     walk_index = int(w1.number_input("Test image (official test file row)", 0, len(test_labels) - 1, 0,
                                      key="filt_walk_index"))
@@ -137,7 +151,7 @@ with tab_walk:
 
 # ----------------------------------------------------------------------------- embedding
 
-with tab_emb:
+elif view == "Embedding":
     e1, e2 = st.columns(2)
     emb_method = e1.radio("Projection", ["pca", "tsne"], horizontal=True, key="filt_emb_method",
                           format_func=lambda m: {"pca": "PCA", "tsne": "t-SNE"}[m])
@@ -145,6 +159,7 @@ with tab_emb:
                          help="t-SNE on 2000 points takes a while the first time; then it is cached.")
     emb = cache.embedding_2d(run_dir, epoch, emb_method, emb_n)
     xy, index, labels = emb["xy"], emb["index"], emb["labels"]
+    axis = {"pca": "PC", "tsne": "t-SNE"}[emb_method]
     fig = go.Figure()
     per_class = []
     for c in range(10):
@@ -154,7 +169,8 @@ with tab_emb:
                                  marker=dict(size=5, opacity=0.8, color=CLASS_COLORS[c]), customdata=index[rows],
                                  hovertemplate=f"digit {c}<br>test #%{{customdata}}<extra></extra>"))
     fig.update_layout(height=560, margin=dict(l=4, r=4, t=10, b=4), legend_title_text="class",
-                      dragmode="lasso", xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+                      dragmode="lasso", xaxis=dict(showticklabels=False, title=f"{axis} 1"),
+                      yaxis=dict(showticklabels=False, title=f"{axis} 2"))
     event = st.plotly_chart(fig, width="stretch", key="filt_emb_sel", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
     points = (event or {}).get("selection", {}).get("points", []) if event else []

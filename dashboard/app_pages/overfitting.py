@@ -4,10 +4,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.calibration import reliability
-from analysis.dynamics import AMBIGUOUS_VARIABILITY, EASY_CONFIDENCE, REGIONS
+from analysis.dynamics import REGIONS
 from analysis.errors import classes_getting_worse
 from dashboard import cache, report, state, ui
 from model.runs import RunError
+
+CARTO_SIZES = (5000, 20000)   # sample sizes offered for the cartography map (plus "all")
+MIN_DROP = 0.02          # "got worse" = validation accuracy fell by more than 2 points
 
 sel = state.current()
 st.title("🩺 Overfitting")
@@ -81,11 +84,13 @@ if diag is not None:
                                  mode="lines+markers", line=dict(color="#495057"),
                                  hovertemplate="epoch %{x}<br>accuracy gap %{y:.2%}<extra></extra>"))
     fig.update_layout(title="Generalization gap", height=380, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.2),
-                      yaxis=dict(title="loss gap"), yaxis2=dict(title="accuracy gap", overlaying="y", side="right",
-                                                                tickformat=".1%", showgrid=False))
-    fig.update_xaxes(title="epoch", dtick=1)
-    report.add_epoch_marks(fig, marks)
+                      legend=dict(orientation="h", y=-0.2), yaxis=dict(title="loss gap"))
+    if "acc_gap" in gap:
+        fig.update_layout(yaxis2=dict(title="accuracy gap", overlaying="y", side="right", showgrid=False,
+                                      zeroline=False, **report.percent_axis(gap["acc_gap"])))
+    last_epoch = int(metrics["epoch"].max())
+    report.epoch_axis(fig, last_epoch, int(metrics["epoch"].min()))
+    report.add_epoch_marks(fig, marks, last_epoch)
     right.plotly_chart(fig, key="over_gap")
 
 # ----------------------------------------------------------------------------- needs predictions
@@ -99,7 +104,7 @@ if not pred_epochs:
 st.subheader("Which classes get worse?")
 with ui.section_guard("The class × epoch accuracy"):
     acc = cache.class_accuracy_by_epoch(run_dir, "val")
-    worse = classes_getting_worse(acc)
+    worse = classes_getting_worse(acc, min_drop=MIN_DROP)
     classes = [c for c in acc.columns if c != "all"]
     z = acc[classes].T.to_numpy(dtype=float)                      # (10 classes, E epochs)
     fig = go.Figure(go.Heatmap(z=z, x=acc.index.tolist(), y=classes, colorscale="Blues", zmin=max(0.0, np.nanmin(z)),
@@ -114,15 +119,18 @@ with ui.section_guard("The class × epoch accuracy"):
                                  hovertemplate="class %{y} got worse at epoch %{x}: %{customdata[0]:.1%} → "
                                                "%{customdata[1]:.1%}<extra></extra>"))
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.15))
-    fig.update_xaxes(title="epoch", dtick=1)
+    fig.update_xaxes(title="epoch", tickmode="linear", tick0=int(acc.index.min()), dtick=1,
+                     range=[acc.index.min() - 0.5, acc.index.max() + 0.5])
     fig.update_yaxes(title="class", dtick=1, autorange="reversed")
     st.plotly_chart(fig, key="over_class_heatmap")
     if len(worse):
-        st.caption("Classes whose validation accuracy fell from one epoch to the next while the overall accuracy rose:")
+        st.caption(f"Classes whose validation accuracy fell by more than {MIN_DROP * 100:.0f} points from one "
+                   "epoch to the next while the overall accuracy rose (smaller dips are noise):")
         st.dataframe(worse.style.format({"before": "{:.1%}", "after": "{:.1%}", "change": "{:+.1%}",
                                          "overall_change": "{:+.1%}"}), hide_index=True, width="stretch")
     else:
-        st.caption("No class got worse while the overall accuracy rose.")
+        st.caption(f"No class lost more than {MIN_DROP * 100:.0f} points of validation accuracy from one epoch to "
+                   "the next while the overall accuracy rose (smaller dips are noise).")
 
 left, right = st.columns(2)
 with left, ui.section_guard("The confidence on mistakes"):
@@ -138,7 +146,7 @@ with left, ui.section_guard("The confidence on mistakes"):
                                            "on %{customdata} right<extra></extra>"))
     fig.update_layout(title="Mean confidence (top probability), validation set", height=380,
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
-    fig.update_xaxes(title="epoch", dtick=1)
+    report.epoch_axis(fig, int(mc["epoch"].max()), int(mc["epoch"].min()))
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
     st.plotly_chart(fig, key="over_mistake_conf")
 
@@ -198,38 +206,26 @@ with right:
     forgotten = cache.most_forgotten(run_dir)
     if len(forgotten):
         imgs = cache.official_images("train", forgotten["index"].to_numpy())
-        ui.digit_grid(imgs, [f"#{i} · label {y} · {n}× {'✓' if ok else '✗'}" for i, y, n, ok in
+        ui.digit_grid(imgs, [f"#{i} · {y} · {n}×{'✓' if ok else '✗'}" for i, y, n, ok in
                              forgotten[["index", "label", "events", "last_correct"]].itertuples(index=False)],
-                      columns=6, size=64)
-        st.caption("#index in the official training file · label · forgetting events · ✓/✗ right at the last epoch")
+                      columns=6, size=96)   # at least the column width: every image fills its column
+        st.caption("#index in the official training file · label · forgetting events (n×) · ✓/✗ right at the "
+                   "last epoch")
     else:
         st.caption("No training example was forgotten (right, then wrong) between two epochs.")
 
 carto = cache.cartography(run_dir)
-sample = carto if len(carto) <= 20000 else carto.sample(20000, random_state=0).sort_index()
-fig = go.Figure()
-shade = {"easy": "rgba(64,192,87,0.08)", "hard-to-learn": "rgba(250,82,82,0.08)", "ambiguous": "rgba(76,110,245,0.08)"}
-x_max = max(0.5, float(carto["variability"].max()) * 1.05)
-fig.add_shape(type="rect", x0=0, x1=AMBIGUOUS_VARIABILITY, y0=EASY_CONFIDENCE, y1=1.02, fillcolor=shade["easy"],
-              line_width=0, layer="below")
-fig.add_shape(type="rect", x0=0, x1=AMBIGUOUS_VARIABILITY, y0=-0.02, y1=EASY_CONFIDENCE,
-              fillcolor=shade["hard-to-learn"], line_width=0, layer="below")
-fig.add_shape(type="rect", x0=AMBIGUOUS_VARIABILITY, x1=x_max, y0=-0.02, y1=1.02, fillcolor=shade["ambiguous"],
-              line_width=0, layer="below")
-for text, x, y in (("easy", 0.01, 1.0), ("hard-to-learn", 0.01, 0.02),
-                   ("ambiguous", AMBIGUOUS_VARIABILITY + 0.01, 1.0)):
-    fig.add_annotation(x=x, y=y, text=text, showarrow=False, xanchor="left", font=dict(color="#868e96"))
-fig.add_trace(go.Scattergl(
-    x=sample["variability"], y=sample["confidence"], mode="markers",
-    marker=dict(color=sample["correctness"], colorscale="RdYlGn", cmin=0, cmax=1, size=5, opacity=0.7,
-                colorbar=dict(title="correct<br>share", tickformat=".0%")),
-    customdata=np.stack([sample["index"], sample["label"], sample["correctness"]], axis=1),
-    hovertemplate="#%{customdata[0]} (label %{customdata[1]})<br>confidence %{y:.2f}, variability %{x:.2f}<br>"
-                  "right in %{customdata[2]:.0%} of epochs<extra></extra>"))
-fig.update_layout(title="Dataset cartography: drag a box or lasso to see those training images", height=520,
-                  margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso")
-fig.update_xaxes(title="variability (std of the true-class probability over epochs)", range=[0, x_max])
-fig.update_yaxes(title="confidence (mean true-class probability)", range=[-0.02, 1.02])
+sizes = [n for n in CARTO_SIZES if n < len(carto)] + [len(carto)]
+if len(sizes) > 1:      # fewer points draw faster; the region list below always covers every example
+    if st.session_state.get("over_carto_n") not in sizes:
+        st.session_state["over_carto_n"] = sizes[0]
+    n_points = st.segmented_control("Points on the map", sizes, key="over_carto_n",
+                                    format_func=lambda n: f"all {n:,}" if n == len(carto) else f"{n:,}",
+                                    help="A random sample (the same every time) of the training examples. "
+                                         "More points take longer to draw.") or sizes[0]
+else:
+    n_points = len(carto)
+fig, sample = cache.cartography_figure(run_dir, n_points)
 if len(sample) < len(carto):
     st.caption(f"Showing a random sample of {len(sample):,} of {len(carto):,} training examples.")
 event = st.plotly_chart(fig, key="over_carto", on_select="rerun", selection_mode=("box", "lasso"))
@@ -253,6 +249,6 @@ else:
     rows = None
 if rows is not None:
     ui.digit_grid(cache.official_images("train", rows["index"].to_numpy()),
-                  [f"#{i} · {y} · conf {c:.2f}"
+                  [f"#{i} · {y} · conf\u00a0{c:.2f}"
                    for i, y, c in rows[["index", "label", "confidence"]].itertuples(index=False)],
-                  columns=8, size=64)
+                  columns=8, size=112)

@@ -125,12 +125,23 @@ def summary_row(run) -> dict:
 if sel.runs:
     st.subheader(f"All runs ({len(sel.runs)})")
     table = pd.DataFrame([summary_row(r) for r in sel.runs])
-    pct = st.column_config.NumberColumn(format="percent")
+    # widths sum to what fits the main column on a 1400-px window; "started" is left out of the view
+    # (the run id begins with the start time), the id comes last
+    pct = st.column_config.NumberColumn(format="percent", width=62)
     st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
-                 column_order=[c for c in table.columns if c != "run"] + ["run"],
-                 column_config={"run": st.column_config.TextColumn("run id", width="medium"),
+                 column_order=[c for c in table.columns if c not in ("run", "started")] + ["run"],
+                 column_config={"run": st.column_config.TextColumn("run id", width=215,
+                                                                   help="started YYYYMMDD-HHMMSS, then the name"),
+                                "name": st.column_config.TextColumn(width=100),
+                                "status": st.column_config.TextColumn(width=100),
+                                "variant": st.column_config.TextColumn(width=60),
+                                "optimizer": st.column_config.TextColumn(width=65),
+                                "lr": st.column_config.NumberColumn(format="%g", width=45),
+                                "epochs": st.column_config.TextColumn(width=55, help="finished / planned"),
+                                "best epoch": st.column_config.NumberColumn("best", width=45,
+                                                                            help="best epoch (lowest val loss)"),
                                 "val acc": pct, "test acc": pct, "top val acc": pct,
-                                "lr": st.column_config.NumberColumn(format="%g")})
+                                "duration": st.column_config.TextColumn(width=60)})
 
     # ------------------------------------------------------------------------- compare
     st.subheader("Compare runs")
