@@ -246,6 +246,16 @@ def test_class_by_epoch_heatmap_matches_per_class_recall(monkeypatch, runs_dir, 
         recall = recall_score(p["val_labels"], p["val_logits"].astype(np.float32).argmax(1), labels=range(10),
                               average=None, zero_division=0)
         np.testing.assert_allclose(z[:, e - 1], recall, atol=1e-9)
+    # ▼ marks: a class lost more than 2 points while the overall accuracy rose (hand-computed from the npz files)
+    acc = {e: (recall_score(npz(fixture_run, e)["val_labels"], npz(fixture_run, e)["val_logits"].astype(np.float32)
+                            .argmax(1), labels=range(10), average=None, zero_division=0),
+               (npz(fixture_run, e)["val_labels"] == npz(fixture_run, e)["val_logits"].astype(np.float32).argmax(1))
+               .mean()) for e in (1, 2, 3)}
+    expected = {(e, c) for e in (2, 3) for c in range(10)
+                if acc[e][1] > acc[e - 1][1] and acc[e][0][c] - acc[e - 1][0][c] < -0.02}
+    traces = [t for t in chart(at, "over_class_heatmap")["data"] if t.get("name") == "got worse"]
+    shown = {(round(x - 0.38), int(y)) for t in traces for x, y in zip(array(t["x"]), array(t["y"]))}
+    assert shown == expected
 
 
 def test_cartography_region_shows_those_training_images(monkeypatch, runs_dir, fixture_run):
