@@ -21,7 +21,7 @@ data: setup
 	$(PY) -m data.mnist
 
 train-quick: data
-	@if [ -z "$$(ls -A $(RUNS) 2>/dev/null)" ]; then \
+	@if ! ls $(RUNS)/*/config.json >/dev/null 2>&1; then \
 		echo "No runs in $(RUNS) yet: training a quick run (about 2 minutes on a CPU)."; \
 		$(PY) -m model.train --preset quick --runs-dir $(RUNS); \
 	fi
