@@ -31,6 +31,7 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
-state.render_sidebar()
+with ui.page_guard("sidebar"):
+    state.render_sidebar()
 with ui.page_guard(page.title):
     page.run()

@@ -299,7 +299,10 @@ def load_model(run_dir: Path | str, epoch: int | None = None) -> Net:
         if not epochs:
             raise RunError(run_dir / "checkpoints", "no checkpoints")
         epoch = epochs[-1]
-    net = Net(model_config(run_dir))
+    try:
+        net = Net(model_config(run_dir))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise RunError(run_dir / "config.json", f"its \"model\" section cannot build the network ({e})") from e
     state = load_state_dict(run_dir, epoch)
     try:
         net.load_state_dict(state)

@@ -120,6 +120,8 @@ def test_killed_process_is_reported_interrupted(tmp_path):
     (lambda r: (r / "config.json").write_text("{not json"), "config.json"),
     (lambda r: (r / "metrics.csv").write_text("a,b\n1,2\n"), "metrics.csv"),
     (lambda r: os.remove(runs.checkpoint_path(r, 3)), "epoch_003.safetensors: missing"),
+    (lambda r: (r / "config.json").write_text(json.dumps({**runs.load_config(r), "model": {"fc1_units": "abc"}})),
+     "config.json.*cannot build"),
 ])
 def test_corrupt_or_missing_files_raise_runerror_naming_the_file(copy_run, damage, match):
     run = copy_run()
