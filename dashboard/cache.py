@@ -108,10 +108,8 @@ def split_images(run_dir: str, split: str) -> np.ndarray:
     if not epochs:
         raise runs.RunError(Path(run_dir) / "predictions", "no predictions saved")
     index = load_predictions(run_dir, epochs[-1])[f"{split}_index"]
-    raw = load_raw_mnist()
     from_test = split == "test" or (split == "val" and cfg.get("data", {}).get("val_source") == "test")
-    source = raw["t10k-images-idx3-ubyte"] if from_test else raw["train-images-idx3-ubyte"]
-    return source[index]
+    return official_images("test" if from_test else "train", index)
 
 
 # ---- part 1: runs, curves, overfitting, data, confusion ----
