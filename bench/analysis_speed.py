@@ -75,8 +75,8 @@ def logits_of(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -
 
 def naive(run_dir: Path, epochs: list[int]) -> dict:
     cfg = runs.load_config(run_dir)
-    data = load_mnist(cfg["data"].get("root") or default_root(), cfg["data"].get("split", "classic"))
-    n_eval = cfg["train"].get("eval_subset") or None
+    data = load_mnist(cfg.data.root or default_root(), cfg.data.split)
+    n_eval = cfg.train.eval_subset or None
     sets = {"val": (data.val_x[:n_eval], data.val_y[:n_eval].numpy()),
             "test": (data.test_x[:n_eval], data.test_y[:n_eval].numpy())}
     same = data.val_source == "test"

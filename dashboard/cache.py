@@ -62,7 +62,7 @@ def load_status(run_dir: Path | str) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def load_config(run_dir: str) -> dict:
+def load_config(run_dir: str) -> runs.RunConfig:
     return runs.load_config(Path(run_dir))
 
 
@@ -108,8 +108,7 @@ def split_images(run_dir: str, split: str) -> np.ndarray:
     if not epochs:
         raise runs.RunError(Path(run_dir) / "predictions", "no predictions saved")
     index = load_predictions(run_dir, epochs[-1])[f"{split}_index"]
-    from_test = split == "test" or (split == "val" and cfg.get("data", {}).get("val_source") == "test")
-    return official_images("test" if from_test else "train", index)
+    return official_images(cfg.data.official_file(split), index)
 
 
 # ---- part 1: runs, curves, overfitting, data, confusion ----

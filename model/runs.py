@@ -5,6 +5,7 @@ A run is a folder `<runs-dir>/<run-id>/` of plain files:
     metrics.csv                         one row per finished epoch
     steps.csv                           training loss every N steps
     status.json                         running / completed / failed / interrupted / imported
+    progress.json                       while training: the epoch and batch in progress (for the dashboard)
     checkpoints/epoch_NNN.safetensors   weights after each epoch
     checkpoints/optimizer.safetensors   optimizer state after the last finished epoch (for --resume)
     predictions/epoch_NNN.npz           val/test logits and per-training-example dynamics
@@ -19,7 +20,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model.net import Net, NetConfig
+from model.config import DataConfig, TrainConfig
+from model.net import VARIANTS, Net, NetConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FORMAT_VERSION = 1
+CONFIG_FILE, STATUS_FILE, PROGRESS_FILE = "config.json", "status.json", "progress.json"
+METRICS_FILE, STEPS_FILE = "metrics.csv", "steps.csv"
+CACHE_DIR = "cache"
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                   "lr", "epoch_seconds"]
 STEP_COLUMNS = ["step", "epoch", "loss"]
@@ -105,6 +110,24 @@ def predictions_path(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / "predictions" / f"epoch_{epoch:03d}.npz"
 
 
+def optimizer_path(run_dir: Path) -> Path:
+    """The optimizer state after the last finished epoch (for --resume)."""
+    return Path(run_dir) / "checkpoints" / "optimizer.safetensors"
+
+
+def metrics_path(run_dir: Path | str) -> Path:
+    return Path(run_dir) / METRICS_FILE
+
+
+def steps_path(run_dir: Path | str) -> Path:
+    return Path(run_dir) / STEPS_FILE
+
+
+def cache_dir(run_dir: Path | str) -> Path:
+    """Where slow analysis results of a run are kept (analysis/cache.py); safe to delete."""
+    return Path(run_dir) / CACHE_DIR
+
+
 def _epochs_in(folder: Path, suffix: str) -> list[int]:
     out = []
     for p in folder.glob(f"epoch_*{suffix}"):
@@ -124,21 +147,21 @@ class RunWriter:
         self.dir = Path(run_dir)
         if resume:
             self.config = load_config(self.dir)
-            self.metrics = load_metrics(self.dir).to_dict("records") if (self.dir / "metrics.csv").exists() else []
+            self.metrics = load_metrics(self.dir).to_dict("records") if metrics_path(self.dir).exists() else []
             self.steps = load_steps(self.dir).to_dict("records")
         else:
             if self.dir.exists() and any(self.dir.iterdir()):
                 raise RunError(self.dir, "run folder exists already; pick another --name or use --resume")
-            self.config = config
+            self.config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
             self.metrics, self.steps = [], []
-            atomic_write_json(self.dir / "config.json", config)
+            atomic_write_json(self.dir / CONFIG_FILE, config.to_dict() if isinstance(config, RunConfig) else config)
         self.last_beat = 0.0
 
     def set_status(self, state: str, last_epoch: int | None = None, **extra) -> None:
         assert state in STATES, state
         if last_epoch is None:
             last_epoch = int(self.metrics[-1]["epoch"]) if self.metrics else 0
-        atomic_write_json(self.dir / "status.json", {
+        atomic_write_json(self.dir / STATUS_FILE, {
             "state": state, "last_epoch": last_epoch, "heartbeat": time.time(), "pid": os.getpid(), **extra})
         self.last_beat = time.time()
 
@@ -147,9 +170,18 @@ class RunWriter:
         if time.time() - self.last_beat >= every:
             self.set_status("running", **extra)
 
+    def save_config(self) -> None:
+        """Write config.json again (after --resume changed the number of epochs)."""
+        atomic_write_json(self.dir / CONFIG_FILE, self.config.to_dict())
+
+    def set_progress(self, epoch: int, epochs: int, batch: int, batches: int, loss: float | None = None) -> None:
+        """progress.json: the batch in progress, so the dashboard shows a bar without parsing logs."""
+        atomic_write_json(self.dir / PROGRESS_FILE, {"epoch": epoch, "epochs": epochs, "batch": batch,
+                                                     "batches": batches, "loss": loss, "time": time.time()})
+
     def add_steps(self, rows: list[dict]) -> None:
         self.steps.extend(rows)
-        atomic_write_csv(self.dir / "steps.csv", self.steps, STEP_COLUMNS)
+        atomic_write_csv(steps_path(self.dir), self.steps, STEP_COLUMNS)
 
     def write_epoch(self, epoch: int, metrics: dict, state_dict: dict[str, torch.Tensor],
                     predictions: dict[str, np.ndarray], optimizer_state: dict[str, torch.Tensor] | None = None) -> None:
@@ -157,10 +189,10 @@ class RunWriter:
         atomic_save_safetensors(checkpoint_path(self.dir, epoch), state_dict, {"epoch": str(epoch)})
         atomic_save_npz(predictions_path(self.dir, epoch), **predictions)
         if optimizer_state is not None:
-            atomic_save_safetensors(self.dir / "checkpoints" / "optimizer.safetensors", optimizer_state,
+            atomic_save_safetensors(optimizer_path(self.dir), optimizer_state,
                                     {"epoch": str(epoch)})
         self.metrics = [m for m in self.metrics if int(m["epoch"]) < epoch] + [{"epoch": epoch, **metrics}]
-        atomic_write_csv(self.dir / "metrics.csv", self.metrics, METRIC_COLUMNS)
+        atomic_write_csv(metrics_path(self.dir), self.metrics, METRIC_COLUMNS)
 
 
 def new_run_id(runs_dir: Path, name: str) -> str:
@@ -171,6 +203,61 @@ def new_run_id(runs_dir: Path, name: str) -> str:
         n += 1
         run_id = f"{base}-{n}"
     return run_id
+
+
+# ----------------------------------------------------------------------------- the config
+
+@dataclass
+class RunConfig:
+    """config.json as typed sections: model (NetConfig), train (TrainConfig), data (DataConfig), plus provenance."""
+    run_id: str = ""
+    name: str = ""
+    model: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preset: str | None = None     # --preset, if any
+    variant: str = "seed"         # a name of model.net.VARIANTS, or "custom"
+    format_version: int = FORMAT_VERSION
+    device: str = "cpu"
+    versions: dict = field(default_factory=dict)
+    git_commit: str | None = None
+    started_at: str = ""
+    command: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        """Parse config.json's object (ValueError/TypeError for sections that do not fit)."""
+        return cls(run_id=str(d.get("run_id", "")), name=str(d.get("name") or d.get("run_id", "")),
+                   model=NetConfig.from_dict(d.get("model") or {}), train=TrainConfig.from_dict(d.get("train") or {}),
+                   data=DataConfig.from_dict(d.get("data") or {}), preset=d.get("preset"),
+                   variant=str(d.get("variant") or "seed"), format_version=int(d.get("format_version", 1)),
+                   device=str(d.get("device", "cpu")), versions=dict(d.get("versions") or {}),
+                   git_commit=d.get("git_commit"), started_at=str(d.get("started_at", "")),
+                   command=str(d.get("command", "")))
+
+    def to_dict(self) -> dict:
+        return {"format_version": self.format_version, "run_id": self.run_id, "name": self.name,
+                "preset": self.preset, "variant": self.variant, "model": self.model.to_dict(),
+                "train": self.train.to_dict(), "data": self.data.to_dict(), "device": self.device,
+                "versions": self.versions, "git_commit": self.git_commit, "started_at": self.started_at,
+                "command": self.command}
+
+    @property
+    def imported(self) -> bool:
+        return self.train.imported_from is not None
+
+    @property
+    def architecture(self) -> str:
+        """The variant's name when the model section is one of ours, else "custom"."""
+        return next((k for k, v in VARIANTS.items() if v == self.model), "custom")
+
+    def summary(self) -> dict:
+        """The config as one flat row (for tables and config diffs): section.key -> value."""
+        flat = {"variant": self.variant, "preset": self.preset}
+        for section in ("model", "train", "data"):
+            for k, v in getattr(self, section).to_dict().items():
+                flat[f"{section}.{k}"] = v
+        return flat
 
 
 # ----------------------------------------------------------------------------- reading
@@ -184,7 +271,7 @@ class RunInfo:
     state: str
     last_epoch: int
     started_at: str
-    config: dict
+    config: RunConfig
 
 
 def _read_json(path: Path) -> dict:
@@ -199,8 +286,22 @@ def _read_json(path: Path) -> dict:
     return obj
 
 
-def load_config(run_dir: Path | str) -> dict:
-    return _read_json(Path(run_dir) / "config.json")
+def load_config(run_dir: Path | str) -> RunConfig:
+    """config.json as a RunConfig (RunError naming the file when it cannot be read or parsed)."""
+    path = Path(run_dir) / CONFIG_FILE
+    raw = _read_json(path)
+    try:
+        return RunConfig.from_dict(raw)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise RunError(path, f"a section does not fit the run format ({e})") from e
+
+
+def load_progress(run_dir: Path | str) -> dict | None:
+    """progress.json (epoch, epochs, batch, batches, loss, time) while training, or None."""
+    try:
+        return _read_json(Path(run_dir) / PROGRESS_FILE)
+    except RunError:
+        return None
 
 
 def _pid_alive(pid) -> bool:
@@ -213,9 +314,9 @@ def _pid_alive(pid) -> bool:
 
 def load_status(run_dir: Path | str) -> dict:
     """status.json, with a dead "running" run (stale heartbeat, process gone) reported as interrupted."""
-    status = _read_json(Path(run_dir) / "status.json")
+    status = _read_json(Path(run_dir) / STATUS_FILE)
     if status.get("state") not in STATES:
-        raise RunError(Path(run_dir) / "status.json", f"unknown state {status.get('state')!r}")
+        raise RunError(Path(run_dir) / STATUS_FILE, f"unknown state {status.get('state')!r}")
     if status["state"] == "running" and (not _pid_alive(status.get("pid"))
                                          or time.time() - float(status.get("heartbeat", 0)) > STALE_SECONDS):
         status = {**status, "state": "interrupted", "stale": True}
@@ -224,7 +325,7 @@ def load_status(run_dir: Path | str) -> dict:
 
 def load_metrics(run_dir: Path | str) -> pd.DataFrame:
     """metrics.csv as a DataFrame, one row per finished epoch, sorted by epoch."""
-    path = Path(run_dir) / "metrics.csv"
+    path = metrics_path(run_dir)
     if not path.exists():
         raise RunError(path, "missing")
     try:
@@ -243,7 +344,7 @@ def load_metrics(run_dir: Path | str) -> pd.DataFrame:
 
 def load_steps(run_dir: Path | str) -> pd.DataFrame:
     """steps.csv (step, epoch, loss); an empty frame if the run has none."""
-    path = Path(run_dir) / "steps.csv"
+    path = steps_path(run_dir)
     if not path.exists():
         return pd.DataFrame(columns=STEP_COLUMNS)
     try:
@@ -275,8 +376,18 @@ def load_predictions(run_dir: Path | str, epoch: int) -> dict[str, np.ndarray]:
 
 
 def model_config(run_dir: Path | str) -> NetConfig:
-    cfg = load_config(run_dir)
-    return NetConfig.from_dict(cfg.get("model", {}))
+    return load_config(run_dir).model
+
+
+def load_optimizer_state(run_dir: Path | str) -> dict[str, torch.Tensor] | None:
+    """The optimizer tensors saved after the last finished epoch, or None when the run has none."""
+    path = optimizer_path(Path(run_dir))
+    if not path.exists():
+        return None
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own errors for garbage headers
+        raise RunError(path, f"corrupt optimizer state ({type(e).__name__}: {e})") from e
 
 
 def load_state_dict(run_dir: Path | str, epoch: int) -> dict[str, torch.Tensor]:
@@ -302,7 +413,7 @@ def load_model(run_dir: Path | str, epoch: int | None = None) -> Net:
     try:
         net = Net(model_config(run_dir))
     except (TypeError, ValueError, RuntimeError) as e:
-        raise RunError(run_dir / "config.json", f"its \"model\" section cannot build the network ({e})") from e
+        raise RunError(run_dir / CONFIG_FILE, f"its \"model\" section cannot build the network ({e})") from e
     state = load_state_dict(run_dir, epoch)
     try:
         net.load_state_dict(state)
@@ -328,6 +439,6 @@ def list_runs(runs_dir: Path | str | None = None) -> list[RunInfo]:
             status = load_status(d)
         except RunError:
             status = {"state": "failed", "last_epoch": 0}
-        out.append(RunInfo(d, d.name, cfg.get("name", d.name), status["state"], int(status.get("last_epoch", 0)),
-                           str(cfg.get("started_at", "")), cfg))
+        out.append(RunInfo(d, d.name, cfg.name or d.name, status["state"], int(status.get("last_epoch", 0)),
+                           cfg.started_at, cfg))
     return sorted(out, key=lambda r: (r.started_at, r.run_id), reverse=True)

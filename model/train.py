@@ -23,12 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.mnist import DataError, MnistSplits, default_root, load_mnist, source_info
+from data.mnist import SPLITS, DataError, MnistSplits, default_root, load_mnist, source_info
 from model import runs
-from model.net import VARIANTS, Net, NetConfig, to_input
+from model.config import DataConfig, TrainConfig, train_options
+from model.net import VARIANTS, Net, to_input
 
-DEFAULTS = dict(epochs=10, lr=0.01, batch_size=64, optimizer="sgd", momentum=0.0, seed=1, subset=0,
-                eval_subset=0, variant="seed", split="classic", log_every=50)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# Options chosen outside TrainConfig: the architecture (model section) and the protocol (data section).
+OTHER_DEFAULTS = dict(variant="seed", split="classic")
 PRESETS = {
     "seed": dict(split="seed"),  # the seed notebook: all 60k for training, the test set for validation
     "quick": dict(epochs=4, subset=20000),  # a real run in about two minutes on a 2-core CPU
@@ -74,7 +76,7 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                 generator: torch.Generator, device: torch.device, desc: str, log_every: int,
-                on_step=None) -> dict:
+                on_step=None, on_batch=None) -> dict:
     """One shuffled pass over (x uint8 (N,28,28), y (N,)).
 
     Returns:
@@ -103,6 +105,8 @@ def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torc
             correct[idx] = (p.argmax(1) == yb).cpu()
         total_loss += loss.item() * len(idx)
         window.append(loss.item())
+        if on_batch:
+            on_batch(step, len(bar), loss.item())
         if step % log_every == 0:
             steps.append({"step": step, "loss": float(np.mean(window))})
             window = []
@@ -127,7 +131,7 @@ def select_data(data: MnistSplits, subset: int, eval_subset: int):
     n_tr = subset or len(data.train_x)
     n_ev = eval_subset or len(data.val_x)
     n_te = eval_subset or len(data.test_x)
-    val_offset = 50000 if data.split == "classic" else 0
+    val_offset = DataConfig(data.split).first_row("val")
     return dict(
         train=(data.train_x[:n_tr], data.train_y[:n_tr], np.arange(n_tr)),
         val=(data.val_x[:n_ev], data.val_y[:n_ev], val_offset + np.arange(min(n_ev, len(data.val_x)))),
@@ -143,64 +147,61 @@ def git_commit() -> str | None:
         return None
 
 
-def build_config(args: argparse.Namespace, run_id: str, device: torch.device, data_root: Path) -> dict:
+def build_config(args: argparse.Namespace, run_id: str, device: torch.device, data_root: Path) -> runs.RunConfig:
     import torchvision
-    return {
-        "format_version": runs.FORMAT_VERSION,
-        "run_id": run_id,
-        "name": args.name or args.preset or args.variant,
-        "preset": args.preset,
-        "variant": args.variant,
-        "model": VARIANTS[args.variant].to_dict(),
-        "train": {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "optimizer", "momentum", "seed",
-                                                "subset", "eval_subset", "log_every")},
-        "data": {"split": args.split, "root": str(data_root), "source": source_info(data_root).get("source"),
-                 "val_source": "train[50000:]" if args.split == "classic" else "test"},
-        "device": str(device),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "numpy": np.__version__},
-        "git_commit": git_commit(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(sys.argv),
-    }
+    train = TrainConfig(**{name: getattr(args, name) for name, *_ in train_options()})
+    return runs.RunConfig(
+        run_id=run_id, name=args.name or args.preset or args.variant, preset=args.preset, variant=args.variant,
+        model=VARIANTS[args.variant], train=train,
+        data=DataConfig(args.split, str(data_root), source_info(data_root).get("source")),
+        device=str(device),
+        versions={"python": platform.python_version(), "torch": torch.__version__,
+                  "torchvision": torchvision.__version__, "numpy": np.__version__},
+        git_commit=git_commit(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=" ".join(sys.argv))
 
 
 def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_epoch: int = 1,
         dry_run: bool = False) -> None:
     """Train epochs start_epoch..config.train.epochs, writing each finished epoch to the run."""
-    cfg, t = writer.config, writer.config["train"]
-    sel = select_data(data, t["subset"], t["eval_subset"])
+    cfg, t = writer.config, writer.config.train
+    sel = select_data(data, t.subset, t.eval_subset)
     (tx, ty, ti), (vx, vy, vi), (sx, sy, si) = sel["train"], sel["val"], sel["test"]
+    epochs = t.epochs
     if dry_run:
-        t = {**t, "epochs": 1}
-        tx, ty, ti = tx[:2 * t["batch_size"]], ty[:2 * t["batch_size"]], ti[:2 * t["batch_size"]]
+        epochs = 1
+        tx, ty, ti = tx[:2 * t.batch_size], ty[:2 * t.batch_size], ti[:2 * t.batch_size]
         vx, vy, vi, sx, sy, si = vx[:100], vy[:100], vi[:100], sx[:100], sy[:100], si[:100]
 
-    torch.manual_seed(t["seed"])
-    model = Net(NetConfig.from_dict(cfg["model"]))
-    opt = make_optimizer(model, t["optimizer"], t["lr"], t["momentum"])
+    torch.manual_seed(t.seed)
+    model = Net(cfg.model)
+    opt = make_optimizer(model, t.optimizer, t.lr, t.momentum)
     if start_epoch > 1:
         model.load_state_dict(runs.load_state_dict(writer.dir, start_epoch - 1))
-        opt_path = writer.dir / "checkpoints" / "optimizer.safetensors"
-        if opt_path.exists():
-            from safetensors.torch import load_file
-            load_optimizer_tensors(opt, load_file(str(opt_path)))
+        opt_state = runs.load_optimizer_state(writer.dir)
+        if opt_state is not None:
+            load_optimizer_tensors(opt, opt_state)
     model.to(device)
     print(f"[train] {writer.dir.name}: {len(tx)} train / {len(vx)} val / {len(sx)} test examples, "
-          f"{t['optimizer']} lr {t['lr']} batch {t['batch_size']}, epochs {start_epoch}..{t['epochs']} on {device}")
+          f"{t.optimizer} lr {t.lr} batch {t.batch_size}, epochs {start_epoch}..{epochs} on {device}")
 
-    for epoch in range(start_epoch, t["epochs"] + 1):
+    for epoch in range(start_epoch, epochs + 1):
         t0 = time.time()
-        torch.manual_seed(t["seed"] * 1000 + epoch)          # dropout noise: same per epoch on resume
-        gen = torch.Generator().manual_seed(t["seed"] * 1000 + epoch)  # shuffle order: same on resume
+        torch.manual_seed(t.seed * 1000 + epoch)          # dropout noise: same per epoch on resume
+        gen = torch.Generator().manual_seed(t.seed * 1000 + epoch)  # shuffle order: same on resume
         writer.set_status("running", last_epoch=epoch - 1, epoch_in_progress=epoch)
-        tr = train_epoch(model, opt, tx, ty, t["batch_size"], gen, device, f"epoch {epoch}/{t['epochs']}",
-                         t["log_every"], on_step=lambda: writer.heartbeat(epoch_in_progress=epoch))
+        last_progress = [0.0]
+
+        def on_batch(step: int, batches: int, loss: float, epoch: int = epoch) -> None:
+            if step == batches or time.time() - last_progress[0] >= 1.0:   # at most once a second
+                writer.set_progress(epoch, epochs, step, batches, loss)
+                last_progress[0] = time.time()
+        tr = train_epoch(model, opt, tx, ty, t.batch_size, gen, device, f"epoch {epoch}/{epochs}",
+                         t.log_every, on_step=lambda: writer.heartbeat(epoch_in_progress=epoch), on_batch=on_batch)
         va, te = evaluate(model, vx, vy, device), evaluate(model, sx, sy, device)
         row = {"train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"], "val_acc": va["acc"],
                "test_loss": te["loss"], "test_acc": te["acc"], "lr": opt.param_groups[0]["lr"],
                "epoch_seconds": round(time.time() - t0, 3)}
-        steps_per_epoch = -(-len(tx) // t["batch_size"])
+        steps_per_epoch = -(-len(tx) // t.batch_size)
         writer.add_steps([{"step": (epoch - 1) * steps_per_epoch + s["step"], "epoch": epoch, "loss": s["loss"]}
                           for s in tr["steps"]])
         preds = {
@@ -220,36 +221,31 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    d = DEFAULTS
-    p = argparse.ArgumentParser(description="Train the seed MNIST CNN and save a run folder.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """The trainer's flags: one per TrainConfig field, plus architecture, protocol and housekeeping."""
+    p = argparse.ArgumentParser(description="Train the seed MNIST CNN (or a variant) and save a run folder.")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help=f"a named set of defaults that flags override: {PRESETS}")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs to train (default: {d['epochs']})")
-    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {d['lr']})")
-    p.add_argument("--batch-size", type=int, default=None, help=f"batch size (default: {d['batch_size']})")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help=f"(default: {d['optimizer']})")
-    p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default: {d['momentum']})")
-    p.add_argument("--seed", type=int, default=None, help=f"random seed (default: {d['seed']})")
-    p.add_argument("--subset", type=int, default=None,
-                   help=f"train on the first N training examples, 0 = all (default: {d['subset']})")
-    p.add_argument("--eval-subset", type=int, default=None,
-                   help=f"evaluate on the first N val/test examples, 0 = all (default: {d['eval_subset']})")
+                   help="a named set of defaults that flags override: "
+                        + "; ".join(f"{k}: {v}" for k, v in sorted(PRESETS.items())) + " (default: none)")
+    for name, kind, default, help_text, choices in train_options():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, choices=choices, default=None,
+                       help=f"{help_text} (default: {default})")
     p.add_argument("--variant", choices=sorted(VARIANTS), default=None,
-                   help=f"architecture variant (default: {d['variant']})")
-    p.add_argument("--split", choices=["classic", "seed"], default=None,
+                   help=f"architecture variant (default: {OTHER_DEFAULTS['variant']})")
+    p.add_argument("--split", choices=SPLITS, default=None,
                    help="classic: 50k train / 10k val / 10k test; seed: 60k train, validate on the test set "
-                        f"(default: {d['split']})")
-    p.add_argument("--log-every", type=int, default=None, help=f"steps per steps.csv row (default: {d['log_every']})")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+                        f"(default: {OTHER_DEFAULTS['split']})")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to train; auto picks cuda, then mps, then cpu (default: auto)")
     p.add_argument("--runs-dir", default=None, help="where runs are saved (default: $DIGIT_LENS_RUNS or runs/)")
     p.add_argument("--data-root", default=None, help="MNIST root (default: $DIGIT_LENS_DATA or .data/)")
     p.add_argument("--name", default=None, help="run name (default: the preset or variant)")
-    p.add_argument("--resume", default=None, metavar="RUN", help="run id or folder to continue")
+    p.add_argument("--resume", default=None, metavar="RUN", help="run id or folder to continue (default: none)")
     p.add_argument("--dry-run", action="store_true", help="two batches, nothing kept: a smoke test")
     args = p.parse_args(argv)
+    args.explicit = {k for k, v in vars(args).items() if v is not None}   # flags given on the command line
     preset = PRESETS.get(args.preset, {})
-    for key, default in DEFAULTS.items():
+    defaults = {**{name: default for name, _, default, *_ in train_options()}, **OTHER_DEFAULTS}
+    for key, default in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, preset.get(key, default))
     return args
@@ -268,11 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         except runs.RunError as e:
             print(f"error: cannot resume: {e}", file=sys.stderr)
             return 1
-        if "--epochs" in " ".join(argv if argv is not None else sys.argv):
-            writer.config["train"]["epochs"] = args.epochs
-            runs.atomic_write_json(run_dir / "config.json", writer.config)
+        if "epochs" in args.explicit:
+            writer.config.train.epochs = args.epochs
+            writer.save_config()
         start = int(writer.metrics[-1]["epoch"]) + 1 if writer.metrics else 1
-        split = writer.config["data"]["split"]
+        split = writer.config.data.split
     else:
         if args.dry_run:
             tmp = tempfile.TemporaryDirectory()

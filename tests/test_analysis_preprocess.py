@@ -168,7 +168,7 @@ def test_preprocess_error_is_a_value_error():
 def accurate_model(accurate_run, x: torch.Tensor, y: torch.Tensor):
     """A model that is accurate on these images: the accurate fixture run, else a full-data run in runs/."""
     candidates = [accurate_run] + [r.path for r in runs.list_runs(runs.REPO_ROOT / "runs")
-                                   if r.config.get("train", {}).get("subset", 1) == 0]
+                                   if r.config.train.subset == 0]
     for run in candidates:
         try:
             model = runs.load_model(run)

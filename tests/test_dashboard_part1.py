@@ -416,6 +416,7 @@ def test_report_is_self_contained_and_holds_the_numbers(fixture_run):
 # ----------------------------------------------------------------------------- dashboard/training.py
 
 def test_build_command_and_log_tail(tmp_path):
+    """The command line for a launch, and the log tail (tqdm's carriage returns split lines)."""
     from dashboard import training
     cmd = training.build_command(tmp_path, "my run!", preset="quick", epochs=3, lr=0.1, optimizer="adam")
     assert cmd[:3] == [sys.executable, "-m", "model.train"]
@@ -427,8 +428,19 @@ def test_build_command_and_log_tail(tmp_path):
     log.write_bytes(b"first\nepoch 2/5:  50%|##   | 2/4 [00:01<00:01]\repoch 2/5:  75%|###  | 3/4 [00:02<00:01]\n")
     assert training.log_tail(log, 2).splitlines() == ["epoch 2/5:  50%|##   | 2/4 [00:01<00:01]",
                                                       "epoch 2/5:  75%|###  | 3/4 [00:02<00:01]"]
-    assert training._last_batch(training.log_tail(log), 2) == (3, 4)
-    assert training._last_batch(training.log_tail(log), 3) is None
+
+
+
+def test_batch_in_progress_reads_the_trainers_progress_file(tmp_path):
+    from dashboard import training
+    run = tmp_path / "run"
+    assert training._batch_in_progress(run, 2) is None                 # no file yet
+    writer = runs.RunWriter(run, runs.RunConfig(run_id="run", name="run"))
+    writer.set_progress(epoch=2, epochs=5, batch=3, batches=4, loss=0.5)
+    assert training._batch_in_progress(run, 2) == (3, 4)
+    assert training._batch_in_progress(run, 3) is None                 # about another epoch
+    (run / runs.PROGRESS_FILE).write_text("{half")                     # unreadable: no bar, no crash
+    assert training._batch_in_progress(run, 2) is None
 
 
 @pytest.mark.slow

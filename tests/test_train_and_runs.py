@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -25,8 +26,10 @@ TINY = ["--subset", "256", "--eval-subset", "200", "--seed", "3", "--log-every",
 
 def test_fixture_run_is_complete(fixture_run):
     cfg = runs.load_config(fixture_run)
-    assert cfg["model"]["fc1_units"] == 4608 and cfg["train"]["lr"] == 0.05 and cfg["train"]["batch_size"] == 64
-    assert cfg["data"]["split"] == "classic" and cfg["versions"]["torch"] == torch.__version__
+    assert cfg.model.fc1_units == 4608 and cfg.train.lr == 0.05 and cfg.train.batch_size == 64
+    assert cfg.data.split == "classic" and cfg.versions["torch"] == torch.__version__
+    raw = json.loads((fixture_run / "config.json").read_text())       # the file itself, as documented
+    assert raw["data"]["val_source"] == "train[50000:]" and raw["train"]["epochs"] == 3
     m = runs.load_metrics(fixture_run)
     assert list(m["epoch"]) == [1, 2, 3]
     assert set(runs.METRIC_COLUMNS) <= set(m.columns)
@@ -120,7 +123,7 @@ def test_killed_process_is_reported_interrupted(tmp_path):
     (lambda r: (r / "config.json").write_text("{not json"), "config.json"),
     (lambda r: (r / "metrics.csv").write_text("a,b\n1,2\n"), "metrics.csv"),
     (lambda r: os.remove(runs.checkpoint_path(r, 3)), "epoch_003.safetensors: missing"),
-    (lambda r: (r / "config.json").write_text(json.dumps({**runs.load_config(r), "model": {"fc1_units": "abc"}})),
+    (lambda r: (r / "config.json").write_text(json.dumps({**runs.load_config(r).to_dict(), "model": {"fc1_units": "abc"}})),
      "config.json.*cannot build"),
 ])
 def test_corrupt_or_missing_files_raise_runerror_naming_the_file(copy_run, damage, match):
@@ -152,10 +155,15 @@ def test_dry_run_keeps_nothing(tmp_path, mnist_root):
 def test_help_shows_every_default():
     out = subprocess.run([sys.executable, "-m", "model.train", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=60).stdout
-    for flag in ("--epochs", "--lr", "--batch-size", "--optimizer", "--momentum", "--seed", "--subset", "--variant",
-                 "--preset", "--device", "--runs-dir", "--name", "--resume", "--dry-run"):
-        assert flag in out
-    assert "(default: 0.01)" in out and "(default: 64)" in out
+    text = " ".join(out.split())                                 # argparse wraps lines
+    expected = {"--epochs": "10", "--lr": "0.01", "--batch-size": "64", "--optimizer": "sgd", "--momentum": "0.0",
+                "--seed": "1", "--subset": "0", "--eval-subset": "0", "--log-every": "50", "--variant": "seed",
+                "--split": "classic", "--device": "auto", "--preset": "none", "--resume": "none"}
+    for flag, default in expected.items():                     # each flag's own help ends with its default
+        block = text.split(f" {flag} ", 1)[1].split(" --", 1)[0]
+        assert block.rstrip().endswith(f"(default: {default})"), (flag, block)
+    assert "(default: None)" not in text and text.count("(default:") == text.count("(default: ") > 0
+    assert not re.search(r"\(default: [^)]*\) \(default:", text)   # never two defaults in a row
 
 
 def test_import_seed_checkpoint(tmp_path, mnist_root):

@@ -47,7 +47,7 @@ else:   # no predictions for the sidebar's epoch (or no readable metrics): the c
                else f"Showing epoch {epoch}, the last with saved predictions.")
 
 c1, c2 = st.columns(2)
-val_is_test = cache.load_config(str(run_dir)).get("data", {}).get("val_source") == "test"
+val_is_test = cache.load_config(str(run_dir)).data.val_is_test
 if val_is_test:      # seed protocol: validation and test are the same images, one view is enough
     split = "val"
     c1.markdown("**Set:** test = validation")

@@ -42,7 +42,7 @@ for run in shown:
     try:
         metrics[label_of(run, shown)] = cache.load_metrics(run.path)
         steps[label_of(run, shown)] = cache.load_steps(run.path)
-        if run.config.get("data", {}).get("val_source") == "test":
+        if run.config.data.val_is_test:
             val_is_test.append(label_of(run, shown))
     except RunError as e:
         st.error(f"Cannot read `{e.path}` of run `{run.run_id}`: {e}")

@@ -5,13 +5,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import cache, report, state, ui
+from data.mnist import CLASSIC_TRAIN_SIZE
+from model.config import DataConfig
 
 PER_PAGE = 40
 SPLIT_SOURCES = {  # protocol -> split -> (official file, first row)
-    "classic": {"train": ("train", 0), "val": ("train", 50000), "test": ("test", 0)},
-    "seed": {"train": ("train", 0), "val": ("test", 0), "test": ("test", 0)},
-}
-PROTOCOLS = {"classic": "classic: 50,000 train / 10,000 val (official train[50000:]) / 10,000 test",
+    kind: {part: (DataConfig(kind).official_file(part), DataConfig(kind).first_row(part))
+           for part in ("train", "val", "test")} for kind in ("classic", "seed")}
+PROTOCOLS = {"classic": f"classic: {CLASSIC_TRAIN_SIZE:,} train / {60000 - CLASSIC_TRAIN_SIZE:,} val "
+                        f"(official train[{CLASSIC_TRAIN_SIZE}:]) / 10,000 test",
              "seed": "seed notebook: 60,000 train, validation = the 10,000 test images"}
 
 sel = state.current()
@@ -54,8 +56,8 @@ else:
 
 # ----------------------------------------------------------------------------- splits and balance
 st.subheader("Splits and class balance")
-run_cfg = cache.load_config(sel.run_dir) if sel.run is not None else {}
-run_split = run_cfg.get("data", {}).get("split", "classic")
+run_cfg = cache.load_config(sel.run_dir) if sel.run is not None else None
+run_split = run_cfg.data.split if run_cfg is not None else "classic"
 kind = st.radio("Protocol", list(PROTOCOLS), index=list(PROTOCOLS).index(run_split) if run_split in PROTOCOLS else 0,
                 key="data_protocol", format_func=PROTOCOLS.get, horizontal=True,
                 help="Defaults to the protocol of the run selected in the sidebar.")
@@ -73,10 +75,9 @@ left.dataframe(sizes, hide_index=True, width="stretch",
                                   "from (official file[rows])", width=170,
                                   help="Rows of the official train or test file, Python-style: train[50000:60000] "
                                        "= rows 50,000 to 59,999.")})
-train_cfg = run_cfg.get("train", {})
-if sel.run is not None and (train_cfg.get("subset") or train_cfg.get("eval_subset")):
-    left.info(f"The selected run used a subset: the first {train_cfg.get('subset') or 'all'} training and the first "
-              f"{train_cfg.get('eval_subset') or 'all'} validation/test examples.")
+if run_cfg is not None and (run_cfg.train.subset or run_cfg.train.eval_subset):
+    left.info(f"The selected run used a subset: the first {run_cfg.train.subset or 'all'} training and the first "
+              f"{run_cfg.train.eval_subset or 'all'} validation/test examples.")
 fig = go.Figure()
 for s in labels:
     share = counts[s] / max(len(labels[s]), 1)

@@ -6,7 +6,8 @@ import streamlit as st
 from dashboard import cache, report, state, training, ui
 from model.net import VARIANTS
 from model.runs import RunError
-from model.train import DEFAULTS, PRESETS
+from model.config import TrainConfig
+from model.train import OTHER_DEFAULTS, PRESETS
 
 LAUNCHES = "runs_launches"   # session key: the training processes started from this page
 PROGRESS_SECONDS = 2
@@ -102,10 +103,10 @@ render_launches()
 # ----------------------------------------------------------------------------- the table of runs
 def summary_row(run) -> dict:
     """One row of the runs table (accuracies as fractions)."""
-    cfg, t = run.config, run.config.get("train", {})
+    cfg, t = run.config, run.config.train
     row = {"run": run.run_id, "name": run.name, "status": state.BADGES.get(run.state, run.state),
-           "variant": cfg.get("variant"), "optimizer": t.get("optimizer"), "lr": t.get("lr"),
-           "epochs": f"{run.last_epoch}/{t.get('epochs', '?')}", "best epoch": None, "val acc": np.nan,
+           "variant": cfg.variant, "optimizer": t.optimizer, "lr": t.lr,
+           "epochs": f"{run.last_epoch}/{t.epochs}", "best epoch": None, "val acc": np.nan,
            "test acc": np.nan, "top val acc": np.nan, "duration": "—", "started": run.started_at[:16].replace("T", " ")}
     try:
         m = cache.load_metrics(run.path)
@@ -115,7 +116,7 @@ def summary_row(run) -> dict:
     if len(m):
         best = state.best_epoch(m)
         at_best = m[m["epoch"] == best].iloc[0]
-        row.update({"epochs": f"{len(m)}/{t.get('epochs', '?')}", "best epoch": best,
+        row.update({"epochs": f"{len(m)}/{t.epochs}", "best epoch": best,
                     "val acc": at_best.get("val_acc", np.nan), "test acc": at_best.get("test_acc", np.nan),
                     "top val acc": m["val_acc"].max() if "val_acc" in m else np.nan,
                     "duration": report.duration(float(m["epoch_seconds"].sum())) if "epoch_seconds" in m else "—"})
@@ -165,7 +166,7 @@ if sel.runs:
         left.plotly_chart(report.curves_figure(curves, "loss", ("val",)), key="runs_cmp_loss")
         right.plotly_chart(report.curves_figure(curves, "acc", ("val",)), key="runs_cmp_acc")
         if len(picked) >= 2:
-            diff = report.config_diff({names[i]: by_id[i].config for i in picked})
+            diff = report.config_diff({names[i]: by_id[i].config.to_dict() for i in picked})
             st.markdown("**Settings that differ**")
             if diff.empty:
                 st.caption("The configs are the same (apart from names, times and versions).")
@@ -196,7 +197,7 @@ preset = st.radio("Preset", ["quick", "seed", "custom"], key="runs_preset", hori
                   format_func={"quick": "quick (4 epochs, 20,000 images)",
                                "seed": "seed notebook (10 epochs, all 60,000, validate on test)",
                                "custom": "custom"}.get)
-base = {**DEFAULTS, **PRESETS.get(preset, {})}
+base = {**TrainConfig().to_dict(), **OTHER_DEFAULTS, **PRESETS.get(preset, {})}
 with st.form("runs_train_form", border=True):
     c1, c2, c3 = st.columns(3)
     name = c1.text_input("Name", value=preset if preset != "custom" else "custom", key=f"runs_f_name_{preset}")
