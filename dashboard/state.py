@@ -1,13 +1,20 @@
-"""The shared frame: the sidebar's run picker, epoch selector and compare list, read by every page.
+"""The shared frame: the sidebar's run picker, epoch selector and compare list, and the one example
+(split, position) that every page showing an example shares. Read by every page.
 
-Pages call `current()` for the selection. Links between pages carry `?run=ID&epoch=N&index=I`;
-the sidebar picks those up once.
+Pages call `current()` for the run and epoch, and `example_picker()` for the example. The URL always
+carries the view: `?run=ID&epoch=N&split=val&index=I`, so a link reopens the same view; a link followed
+into the app (or within it, st.page_link with query_params) is applied once.
+
+The example lives in plain session keys (EXAMPLE_SPLIT, EXAMPLE_INDEX), never in a widget's key:
+Streamlit forgets a widget's value when a page that does not draw it runs, and the selection must
+survive a visit to another page. Each page's widgets are seeded from those keys and write back to them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from dashboard import cache
@@ -16,6 +23,9 @@ from model.runs import RunError, RunInfo
 BADGES = {"running": "🔵 running", "completed": "🟢 completed", "failed": "🔴 failed",
           "interrupted": "🟠 interrupted", "imported": "📥 imported"}
 REFRESH_SECONDS = 3
+SPLITS = {"val": "validation", "test": "test"}     # the splits an example can come from
+EXAMPLE_SPLIT, EXAMPLE_INDEX = "example_split", "example_index"   # the shared example (not widget keys)
+URL_KEYS = ("run", "epoch", "split", "index")
 
 
 @dataclass
@@ -56,11 +66,8 @@ def _apply_query_params(ids: list[str]) -> None:
     applied too; the same link is not re-applied on every rerun, so widgets stay free to change.
     """
     qp = st.query_params
-    link = {k: qp.get(k) for k in ("run", "epoch", "index", "split") if qp.get(k) is not None}
-    if not link:
-        st.session_state["_qp_done"] = None
-        return
-    if st.session_state.get("_qp_done") == link:
+    link = {k: qp.get(k) for k in URL_KEYS if qp.get(k) is not None}
+    if not link or st.session_state.get("_qp_done") == link:
         return
     st.session_state["_qp_done"] = link
     if qp.get("run") in ids:
@@ -68,9 +75,21 @@ def _apply_query_params(ids: list[str]) -> None:
     if qp.get("epoch", "").isdigit():
         st.session_state["_wanted_epoch"] = int(qp["epoch"])
     if qp.get("index", "").isdigit():
-        st.session_state["attr_index"] = int(qp["index"])
-    if qp.get("split") in ("val", "test"):
-        st.session_state["attr_split"] = qp["split"]
+        st.session_state[EXAMPLE_INDEX] = int(qp["index"])
+    if qp.get("split") in SPLITS:
+        st.session_state[EXAMPLE_SPLIT] = qp["split"]
+
+
+def sync_url() -> None:
+    """Write the current run, epoch and example into the URL (only what changed), so a link reopens the view."""
+    sel = st.session_state.get("_selection")
+    want = {"run": sel.run.run_id if sel is not None and sel.run else None,
+            "epoch": str(sel.epoch) if sel is not None and sel.epoch is not None else None,
+            "split": st.session_state.get(EXAMPLE_SPLIT), "index": st.session_state.get(EXAMPLE_INDEX)}
+    want = {k: str(v) for k, v in want.items() if v is not None}
+    if {k: st.query_params.get(k) for k in want} != want:
+        st.query_params.update(want)
+    st.session_state["_qp_done"] = {k: st.query_params.get(k) for k in URL_KEYS if st.query_params.get(k) is not None}
 
 
 def render_sidebar() -> Selection:
@@ -115,6 +134,7 @@ def render_sidebar() -> Selection:
     if sel.run.state == "running":
         with sb:
             _watch_running_run(str(sel.run.path), len(sel.epochs))
+    sync_url()
     return sel
 
 
@@ -152,3 +172,75 @@ def _watch_running_run(run_dir: str, known_epochs: int) -> None:
             st.rerun(scope="app")
         st.caption(f"⏳ training… checking for new epochs every {REFRESH_SECONDS}s")
     watch()
+
+
+# ----------------------------------------------------------------------------- the shared example
+
+@dataclass
+class Example:
+    """One image of the run's validation or test split, as every page names it."""
+    split: str            # "val" or "test"
+    index: int            # position in the split: the row of the run's saved predictions
+    file: str             # the official MNIST file its pixels come from: "train" or "test"
+    row: int              # its row in that file
+    label: int
+    image: np.ndarray     # uint8 (28,28)
+
+    @property
+    def name(self) -> str:
+        """The one name every page uses: "val #115"."""
+        return f"{self.split} #{self.index}"
+
+    @property
+    def long_name(self) -> str:
+        """"val #115 (official test file, row 115)"."""
+        return f"{self.name} (official {self.file} file, row {self.row})"
+
+
+def set_example(split: str | None = None, index: int | None = None) -> None:
+    """Choose the shared example (a callback for buttons: "Show this example")."""
+    if split is not None:
+        st.session_state[EXAMPLE_SPLIT] = split
+    if index is not None:
+        st.session_state[EXAMPLE_INDEX] = int(index)
+
+
+def _copy_to_shared(widget_key: str, shared_key: str) -> None:
+    st.session_state[shared_key] = st.session_state[widget_key]
+
+
+def example_picker(sel: Selection, prefix: str, where=None, epoch: int | None = None) -> Example:
+    """Draw the split and position inputs of the shared example; return the example they select.
+
+    Args:
+        sel: the sidebar's selection (a run with saved predictions).
+        prefix: the page's key prefix; the widgets are `<prefix>_split` and `<prefix>_index`.
+        where: a container to draw in (default: the page).
+        epoch: the epoch whose saved predictions give the labels (default: the last one with predictions).
+    """
+    where = where or st
+    run_dir = sel.run_dir
+    if st.session_state.get(EXAMPLE_SPLIT) not in SPLITS:
+        st.session_state[EXAMPLE_SPLIT] = "val"
+    split_key, index_key = f"{prefix}_split", f"{prefix}_index"
+    st.session_state[split_key] = st.session_state[EXAMPLE_SPLIT]
+    split = where.selectbox("Split", list(SPLITS), key=split_key, format_func=SPLITS.get,
+                            on_change=_copy_to_shared, args=(split_key, EXAMPLE_SPLIT),
+                            help="Examples come from the run's validation or test split.")
+    epochs = cache.prediction_epochs(run_dir)
+    if not epochs:
+        raise RunError(Path(run_dir) / "predictions", "no predictions saved")
+    pred_epoch = epoch if epoch in epochs else epochs[-1]
+    _, labels, official = cache.split_predictions(run_dir, pred_epoch, split)
+    n = len(labels)
+    index = st.session_state.get(EXAMPLE_INDEX)
+    if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
+        index = 0
+    st.session_state[EXAMPLE_INDEX] = st.session_state[index_key] = int(index)
+    index = int(where.number_input(f"Example (0–{n - 1})", 0, n - 1, key=index_key, on_change=_copy_to_shared,
+                                   args=(index_key, EXAMPLE_INDEX),
+                                   help="Position in the split. Every page that shows an example shows this one."))
+    cfg = cache.load_config(run_dir)
+    image = cache.split_images(run_dir, split)[index]
+    sync_url()
+    return Example(split, index, cfg.data.official_file(split), int(official[index]), int(labels[index]), image)
