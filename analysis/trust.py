@@ -8,9 +8,13 @@
 
 * Model randomization (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018): the
   layers are re-initialised one after the other from the top (fc2, fc1, conv2, conv1, cascading)
-  and each time the new map is compared with the original one: Spearman rank correlation of |map|
-  (over the pixels non-zero in either map, see `map_rank_correlation`) and SSIM of |map| scaled to
-  [0,1]. A method whose map stays similar when the weights are random does not explain the model.
+  and each time the new map is compared with the original one, as in the paper "with and without
+  absolute value": the Spearman rank correlation rho of |map| and of the signed map (over the
+  pixels non-zero in either map, see `map_rank_correlation`), and SSIM of |map| scaled to [0,1].
+  A method whose map stays similar when the weights are random does not explain the model. So
+  does one whose map turns into its mirror image (rho near -1, e.g. max - map): the new map is
+  still fixed by the original, that is by the input, not by the weights. The verdict therefore
+  judges |rho|: it passes only when both |rho| fall below the threshold.
   Randomization uses a private copy and a fixed seed.
 * Deletion / insertion: remove the most attributed pixels first (set them to the baseline) and
   watch the target probability fall; insert them first into the baseline and watch it rise. A
@@ -29,57 +33,49 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from captum.metrics import infidelity, sensitivity_max
-from scipy.ndimage import uniform_filter
-from scipy.stats import rankdata
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
 
 from analysis.attributions import attribute, gaussian_blur, private_copy, target_tensor
 
 CASCADE = ("fc2", "fc1", "conv2", "conv1")   # top to bottom, as in Adebayo et al.
-SSIM_WINDOW = 7                             # as scikit-image's structural_similarity default
-SSIM_K1, SSIM_K2 = 0.01, 0.03
+KINDS = {"spearman": True, "spearman_signed": False}   # table column -> correlate |maps| (True) or signed maps
 
 
 # ----------------------------------------------------------------------------- similarity of maps
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two arrays (flattened; ties get average ranks); nan if constant."""
-    ra, rb = rankdata(np.ravel(a)), rankdata(np.ravel(b))
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman rank correlation of two arrays (flattened; ties get average ranks); nan if one is constant."""
+    a, b = np.ravel(a), np.ravel(b)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:   # scipy would warn and return nan
         return math.nan
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
-def map_rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation of |a| and |b| over the pixels where at least one map is non-zero.
+def map_rank_correlation(a: np.ndarray, b: np.ndarray, absolute: bool = True) -> float:
+    """Spearman correlation of |a| and |b| (or of a and b, absolute=False) over the pixels non-zero in either.
 
     Pixels zero in both maps carry no ranking and would inflate the correlation of any two maps:
     the seed CNN never sees the last two rows and columns (its second pool drops them), so every
     gradient map is zero there, and input-multiplied maps are zero on the whole black background.
     """
-    a, b = np.abs(np.ravel(a)), np.abs(np.ravel(b))
+    a, b = np.ravel(a), np.ravel(b)
+    if absolute:
+        a, b = np.abs(a), np.abs(b)
     keep = (a != 0) | (b != 0)
     return spearman(a[keep], b[keep]) if keep.sum() > 1 else math.nan
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    """Mean structural similarity of two 2-D images (Wang et al. 2004).
+    """Mean structural similarity of two 2-D images (Wang et al. 2004): scikit-image's defaults.
 
-    Follows scikit-image's `structural_similarity` defaults: a uniform 7x7 window, sample
-    (co)variances, K1=0.01, K2=0.03, and the mean taken away from a 3-pixel border.
+    `skimage.metrics.structural_similarity`: a uniform 7x7 window, sample (co)variances, K1=0.01,
+    K2=0.03, the mean taken away from a 3-pixel border.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2 or min(a.shape) < SSIM_WINDOW:
-        raise ValueError(f"ssim needs two 2-D images of equal shape >= {SSIM_WINDOW}, got {a.shape}, {b.shape}")
-    w = SSIM_WINDOW
-    cov_norm = w * w / (w * w - 1)                       # sample covariance
-    ux, uy = uniform_filter(a, w), uniform_filter(b, w)
-    vx = cov_norm * (uniform_filter(a * a, w) - ux * ux)
-    vy = cov_norm * (uniform_filter(b * b, w) - uy * uy)
-    vxy = cov_norm * (uniform_filter(a * b, w) - ux * uy)
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
-    pad = (w - 1) // 2
-    return float(s[pad:-pad, pad:-pad].mean())
+    if a.shape != b.shape or a.ndim != 2 or min(a.shape) < 7:
+        raise ValueError(f"ssim needs two 2-D images of equal shape >= 7, got {a.shape}, {b.shape}")
+    return float(structural_similarity(a, b, data_range=data_range))
 
 
 def _unit_abs(m: np.ndarray) -> np.ndarray:
@@ -116,8 +112,10 @@ def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | tor
     Returns:
         One row per stage: stage (0 = nothing randomized: the map recomputed on the original model),
         layer (randomized at this stage), randomized ("fc2+fc1", ...), spearman (mean over the images
-        of `map_rank_correlation` with the original map), ssim (mean SSIM of |map| scaled to [0,1]),
-        spearman_min, ssim_min (the least similar image).
+        of `map_rank_correlation` of |map| with the original), spearman_signed (the same on the signed
+        maps), spearman_strength and spearman_signed_strength (mean over the images of |rho|: what
+        `sanity_verdict` judges; with one image simply |spearman|), ssim (mean SSIM of |map| scaled
+        to [0,1]) and ssim_min (the least similar image).
     """
     modules = dict(model.named_modules())
     layers = tuple(n for n in CASCADE if n in modules) if layers is None else tuple(layers)
@@ -133,11 +131,12 @@ def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | tor
             _reinit(dict(work.named_modules())[layer], g)
             done.append(layer)
         maps = attribute(work, inputs, target, method, **options).numpy()
-        rho = [map_rank_correlation(o, m) for o, m in zip(original, maps)]
+        row = {"stage": stage, "layer": layer, "randomized": "+".join(done) or "none"}
+        for col, absolute in KINDS.items():
+            rho = np.array([map_rank_correlation(o, m, absolute) for o, m in zip(original, maps)])
+            row[col], row[f"{col}_strength"] = float(np.mean(rho)), float(np.mean(np.abs(rho)))
         sim = [ssim(_unit_abs(o[0]), _unit_abs(m[0])) for o, m in zip(original, maps)]
-        rows.append({"stage": stage, "layer": layer, "randomized": "+".join(done) or "none",
-                     "spearman": float(np.mean(rho)), "ssim": float(np.mean(sim)),
-                     "spearman_min": float(np.min(rho)), "ssim_min": float(np.min(sim))})
+        rows.append({**row, "ssim": float(np.mean(sim)), "ssim_min": float(np.min(sim))})
     return pd.DataFrame(rows)
 
 
@@ -158,7 +157,7 @@ def randomization_test_cached(run_dir, epoch: int, image: np.ndarray, method: st
 
     image = np.ascontiguousarray(image, dtype=np.float32).reshape(28, 28)
     digest = hashlib.sha1(image.tobytes()).hexdigest()[:12]
-    key = make_key("randomization", "v1", method, epoch=int(epoch), target=int(target), image=digest,
+    key = make_key("randomization", "v2", method, epoch=int(epoch), target=int(target), image=digest,
                    seed=int(weight_seed), **{k: options[k] for k in sorted(options)})
 
     def compute() -> pd.DataFrame:
@@ -168,27 +167,46 @@ def randomization_test_cached(run_dir, epoch: int, image: np.ndarray, method: st
     return cached(run_dir, key, compute, kind="parquet-or-csv")
 
 
+_KIND_NAMES = {"spearman": "|map|", "spearman_signed": "signed map"}
+
+
 def sanity_verdict(table: pd.DataFrame, threshold: float = 0.5) -> tuple[bool, str]:
     """Did the maps change when the model was randomized? (passed, one sentence).
 
-    Passed when, with every listed layer randomized, the mean rank correlation with the original
-    map is below `threshold`.
+    Passed when, with every listed layer randomized, the mean |rho| of both rank correlations with
+    the original map (of |map| and of the signed map, columns spearman_strength and
+    spearman_signed_strength) is below `threshold`. Failed when either stays at or above it: a map
+    strongly anti-correlated with the original (rho near -1) still follows the input. The sentence
+    names the number that decided: the larger |rho|.
     """
     stages = table[table["stage"] > 0]
     if stages.empty:
         return False, "No layer was randomized, so the check says nothing."
     last = stages.iloc[-1]
-    rho = float(last["spearman"])
-    if math.isnan(rho):
+    strength = {col: float(last[f"{col}_strength"]) for col in KINDS}
+    if any(math.isnan(v) for v in strength.values()):
         return False, "The maps were constant, so their change could not be measured."
-    if rho < threshold:
-        first = stages[stages["spearman"] < threshold].iloc[0]
-        then = "" if first["stage"] == last["stage"] else f", and {rho:.2f} with {last['randomized']} randomized"
-        return True, (f"Passed: the map depends on the weights: with {first['randomized']} randomized its "
-                      f"rank correlation with the original is {first['spearman']:.2f} (below {threshold}){then}.")
-    return False, (f"Failed: with {last['randomized']} randomized the map still has rank correlation "
-                   f"{rho:.2f} with the original (SSIM {last['ssim']:.2f}; threshold {threshold}), so it "
-                   f"shows the input more than what the model learned.")
+    decider = max(KINDS, key=lambda col: strength[col])          # the |map| one when tied
+    other = next(col for col in KINDS if col != decider)
+
+    def rhos(row: pd.Series) -> str:
+        return (f"{float(row[decider]):+.2f} on the {_KIND_NAMES[decider]} "
+                f"(|rho| {float(row[f'{decider}_strength']):.2f}, which decided) and "
+                f"{float(row[other]):+.2f} on the {_KIND_NAMES[other]}")
+
+    if strength[decider] < threshold:
+        below = (stages[[f"{col}_strength" for col in KINDS]] < threshold).all(axis=1)
+        first = stages[below].iloc[0]["randomized"]
+        since = "" if first == last["randomized"] else f" Both were already below it with {first} randomized."
+        return True, (f"Passed: the map depends on the weights: with {last['randomized']} randomized its rank "
+                      f"correlation with the original is {rhos(last)}; |rho| {strength[decider]:.2f} is below the "
+                      f"threshold {threshold}.{since}")
+    anti = (" A strong negative correlation counts too: the new map is still fixed by the original, that is by "
+            "the input." if float(last[decider]) < 0 else "")
+    return False, (f"Failed: with {last['randomized']} randomized the map's rank correlation with the original is "
+                   f"still {rhos(last)}; |rho| {strength[decider]:.2f} is at or above the threshold {threshold} "
+                   f"(SSIM {float(last['ssim']):.2f}), so it shows the input more than what the model learned."
+                   f"{anti}")
 
 
 # ----------------------------------------------------------------------------- deletion / insertion

@@ -42,11 +42,15 @@ class OnePixel(nn.Module):
 
 # ----------------------------------------------------------------------------- similarity measures
 
-def test_spearman_matches_scipy_with_ties():
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 5, size=200).astype(float)        # many ties
-    b = a + rng.normal(0, 2, size=200)
-    assert T.spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic, abs=1e-12)
+def test_spearman_hand_cases():
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)); ranks of b are 1,3,2,4 -> d^2 sum 2 -> 1 - 12/60
+    assert T.spearman([1.0, 2, 3, 4], [10.0, 30, 20, 40]) == pytest.approx(0.8, abs=1e-12)
+    # ties get average ranks: a ranks 1.5,1.5,3,4; b ranks 1,2,3,4; Pearson of the ranks by hand
+    ra, rb = np.array([1.5, 1.5, 3, 4]), np.array([1.0, 2, 3, 4])
+    da, db = ra - ra.mean(), rb - rb.mean()
+    expected = (da * db).sum() / np.sqrt((da ** 2).sum() * (db ** 2).sum())     # 4.5 / sqrt(4.5 * 5)
+    assert T.spearman([5.0, 5, 6, 9], [1.0, 2, 3, 4]) == pytest.approx(expected, abs=1e-12)
+    assert T.spearman([3.0, 2, 1], [1.0, 2, 3]) == pytest.approx(-1.0)
     assert math.isnan(T.spearman(np.ones(5), np.arange(5.0)))
 
 
@@ -56,6 +60,10 @@ def test_map_rank_correlation_ignores_pixels_zero_in_both():
     assert T.map_rank_correlation(a, b) == pytest.approx(-1.0)   # the 4 shared zeros would make it -0.05
     assert T.spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic)
     assert T.map_rank_correlation(-a, a) == pytest.approx(1.0)   # on magnitudes
+    assert T.map_rank_correlation(-a, a, absolute=False) == pytest.approx(-1.0)   # signed: a mirror image
+    c = np.array([0, 0, -3, 0, 1, 2, -1, 4.0])                   # 3 shared zeros left out, 5 pixels kept
+    assert T.map_rank_correlation(c, a, absolute=False) == pytest.approx(
+        scipy.stats.spearmanr(c[[2, 4, 5, 6, 7]], a[[2, 4, 5, 6, 7]]).statistic)
 
 
 def test_ssim_hand_cases():
@@ -73,6 +81,8 @@ def test_ssim_hand_cases():
     expected = (2 * mp * mq + c1) * (2 * cov + c2) / ((mp ** 2 + mq ** 2 + c1) * (vp + vq + c2))
     assert T.ssim(p, q) == pytest.approx(expected, rel=1e-9)
     assert T.ssim(x, 1 - x) < 0
+    with pytest.raises(ValueError, match="ssim"):
+        T.ssim(np.zeros((6, 6)), np.zeros((6, 6)))
 
 
 # ----------------------------------------------------------------------------- randomization test
@@ -82,6 +92,7 @@ def test_randomizing_nothing_gives_identical_maps(small, real_digits):
     table = T.randomization_test(small, x, y, "saliency", layers=())
     assert list(table["randomized"]) == ["none"]
     assert table.loc[0, "spearman"] == pytest.approx(1.0) and table.loc[0, "ssim"] == pytest.approx(1.0)
+    assert table.loc[0, "spearman_signed"] == pytest.approx(1.0)
     passed, sentence = T.sanity_verdict(table)
     assert not passed and "No layer" in sentence
 
@@ -111,16 +122,91 @@ def test_guided_backprop_ignores_the_top_layer_saliency_does_not(small, real_dig
     assert not T.sanity_verdict(gbp)[0] and T.sanity_verdict(sal)[0]
 
 
+def hand_table(values: list[float], signed: list[float] | None = None) -> pd.DataFrame:
+    """A randomization table of one image (strength = |rho|), stages none, fc2, fc2+fc1."""
+    signed = values if signed is None else signed
+    return pd.DataFrame({"stage": range(len(values)), "randomized": ["none", "fc2", "fc2+fc1"][:len(values)],
+                         "spearman": values, "spearman_strength": np.abs(values),
+                         "spearman_signed": signed, "spearman_signed_strength": np.abs(signed), "ssim": values})
+
+
 def test_sanity_verdict_on_hand_tables():
-    def table(values: list[float]) -> pd.DataFrame:
-        return pd.DataFrame({"stage": range(len(values)), "randomized": ["none", "fc2", "fc2+fc1"][:len(values)],
-                             "spearman": values, "ssim": values})
-    passed, sentence = T.sanity_verdict(table([1.0, 0.9, 0.8]))
-    assert not passed and sentence.startswith("Failed") and "0.80" in sentence
-    passed, sentence = T.sanity_verdict(table([1.0, 0.3, 0.1]))
-    assert passed and "fc2" in sentence and "0.30" in sentence
-    assert T.sanity_verdict(table([1.0, 0.9, 0.6]), threshold=0.7)[0]
-    assert not T.sanity_verdict(table([1.0, float("nan")]))[0]
+    passed, sentence = T.sanity_verdict(hand_table([1.0, 0.9, 0.8]))
+    assert not passed and sentence.startswith("Failed") and "+0.80" in sentence
+    passed, sentence = T.sanity_verdict(hand_table([1.0, 0.3, 0.1]))
+    assert passed and "with fc2+fc1 randomized" in sentence and "+0.10 on the |map| (|rho| 0.10, which decided)" in sentence
+    assert "already below it with fc2 randomized" in sentence
+    assert T.sanity_verdict(hand_table([1.0, 0.9, 0.6]), threshold=0.7)[0]
+    assert not T.sanity_verdict(hand_table([1.0, float("nan")]))[0]
+    # anti-correlated maps follow the input too: judged by |rho|
+    passed, sentence = T.sanity_verdict(hand_table([1.0, 0.2, 0.1], signed=[1.0, -0.4, -0.7]))
+    assert not passed and "-0.70 on the signed map (|rho| 0.70, which decided)" in sentence
+    assert "+0.10 on the |map|" in sentence and "negative correlation" in sentence
+    passed, sentence = T.sanity_verdict(hand_table([1.0, -0.3, -0.6]))
+    assert not passed and "|rho| 0.60" in sentence
+    # exactly at the threshold fails; the larger |rho| is named when both are below
+    assert not T.sanity_verdict(hand_table([1.0, 0.5]))[0]
+    passed, sentence = T.sanity_verdict(hand_table([1.0, 0.1], signed=[1.0, -0.45]))
+    assert passed and "-0.45 on the signed map (|rho| 0.45, which decided)" in sentence
+
+
+def test_sanity_verdict_judges_the_mean_size_over_images():
+    """Two images at rho +0.8 and -0.8 average to 0, but each map still follows its input."""
+    t = hand_table([1.0, 0.0]).assign(spearman_strength=[1.0, 0.8], spearman_signed_strength=[1.0, 0.8])
+    passed, sentence = T.sanity_verdict(t)
+    assert not passed and "|rho| 0.80" in sentence
+
+
+# ----------------------------------------------------------------------------- fake methods
+
+FAKE_MAP = np.random.default_rng(5).normal(size=(1, 1, 28, 28)).astype(np.float32)   # signed, no zeros
+
+
+def fake_method(monkeypatch, model: nn.Module, first: np.ndarray, after) -> list[bool]:
+    """Make `attribute` return `first` for the model's own weights and after(first, k) for the k-th map
+    computed once any weight was randomized. Returns the list of "randomized?" of each call."""
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    calls: list[bool] = []
+
+    def attribute(m, inputs, target, method, **options):
+        state = m.state_dict()
+        calls.append(any(not torch.equal(state[k], v) for k, v in original.items()))
+        out = after(first, sum(calls)) if calls[-1] else first
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+    monkeypatch.setattr(T, "attribute", attribute)
+    return calls
+
+
+def test_negated_map_fails(monkeypatch, small):
+    calls = fake_method(monkeypatch, small, FAKE_MAP, lambda m, k: -m)
+    table = T.randomization_test(small, torch.zeros(1, 1, 28, 28), 0, "saliency")
+    assert calls == [False, False, True, True, True, True]      # original, stage 0, four randomized stages
+    assert table["spearman_signed"].iloc[1:].tolist() == pytest.approx([-1.0] * 4)
+    assert table["spearman"].iloc[1:].tolist() == pytest.approx([1.0] * 4)
+    passed, sentence = T.sanity_verdict(table)
+    assert not passed and sentence.startswith("Failed") and "|rho| 1.00, which decided" in sentence
+
+
+def test_inverted_non_negative_map_fails(monkeypatch, small):
+    """max - map ranks every pixel in reverse: rho = -1 on |map| and signed map alike (the old verdict passed it)."""
+    original = np.abs(FAKE_MAP)
+    fake_method(monkeypatch, small, original, lambda m, k: m.max() - m)
+    table = T.randomization_test(small, torch.zeros(1, 1, 28, 28), 0, "saliency")
+    assert table["spearman"].iloc[1:].tolist() == pytest.approx([-1.0] * 4)
+    assert table["spearman_signed"].iloc[1:].tolist() == pytest.approx([-1.0] * 4)
+    passed, sentence = T.sanity_verdict(table)
+    assert not passed and "-1.00 on the |map| (|rho| 1.00, which decided)" in sentence
+    assert "negative correlation" in sentence
+
+
+def test_map_turned_into_noise_passes(monkeypatch, small):
+    fake_method(monkeypatch, small, FAKE_MAP, lambda m, k: np.random.default_rng(100 + k).normal(size=m.shape))
+    table = T.randomization_test(small, torch.zeros(1, 1, 28, 28), 0, "saliency")
+    assert table["spearman_strength"].iloc[1:].max() < 0.1            # 784 pixels: |rho| ~ 1/28 by chance
+    assert table["spearman_signed_strength"].iloc[1:].max() < 0.1
+    passed, sentence = T.sanity_verdict(table)
+    assert passed and sentence.startswith("Passed") and "with fc2+fc1+conv2+conv1 randomized" in sentence
 
 
 def test_randomization_test_rejects_unknown_layers(small, real_digits):
@@ -208,7 +294,9 @@ def test_randomization_test_cached_in_the_run_folder(copy_run, mnist_root):
     run = copy_run()
     image = load_raw(mnist_root)["t10k-images-idx3-ubyte"][0].astype(np.float32) / 255
     first = randomization_test_cached(run, 3, image, "saliency", 7)
-    assert len(list((run / "cache").iterdir())) == 1
+    (entry,) = list((run / "cache").iterdir())
+    assert entry.name.startswith("randomization__v2__saliency")    # v2: the columns of the signed-map check
+    assert {"spearman_signed", "spearman_strength", "spearman_signed_strength"} <= set(first.columns)
     direct = randomization_test(load_model(run, 3), torch.from_numpy(image)[None, None], 7, "saliency")
     pd.testing.assert_frame_equal(first.reset_index(drop=True), direct, check_dtype=False, atol=1e-6)
     (run / "checkpoints" / "epoch_003.safetensors").unlink()   # a recomputation would now fail
