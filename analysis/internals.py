@@ -171,6 +171,35 @@ def conv1_window(x: torch.Tensor | np.ndarray, kernel: torch.Tensor | np.ndarray
     return {"window": window, "kernel": k, "products": products, "sum": total, "bias": b, "output": total + b}
 
 
+def conv1_at(model: nn.Module, x: torch.Tensor | np.ndarray, channel: int, row: int, col: int) -> dict:
+    """One conv1 unit of a model explained: `conv1_window` on the image conv1 sees, with that kernel and bias.
+
+    Args:
+        model: a `Net`.
+        x: one image (28,28) (uint8, or float in [0,1]) or (1,1,28,28).
+        channel: the conv1 channel (its kernel's number).
+        row, col: the unit's position in the channel's 26x26 map.
+    Returns:
+        `conv1_window`'s dict plus "seen": the (28,28) image conv1 sees (`conv1_input`), float64.
+        "output" equals `model.conv1(seen)[0, channel, row, col]`.
+    """
+    seen = conv1_input(model, x).astype(np.float64)
+    weight, bias = model.conv1.weight.detach()[channel, 0], float(model.conv1.bias.detach()[channel])
+    return {**conv1_window(seen, weight, bias, row, col), "seen": seen}
+
+
+def strongest_position(fmap: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the largest value of a map (H,W); the first one in reading order on ties."""
+    m = np.asarray(fmap)
+    r, c = np.unravel_index(int(np.argmax(m)), m.shape)
+    return int(r), int(c)
+
+
+def active_units(values: np.ndarray) -> int:
+    """How many units are active (> 0), e.g. of fc1 after its ReLU."""
+    return int((np.asarray(values) > 0).sum())
+
+
 # ----------------------------------------------------------------------------- what excites a unit
 
 def unit_scores(model: nn.Module, images: np.ndarray | torch.Tensor, layer: str = "conv2",
@@ -346,6 +375,11 @@ def filter_drift(run_dir: Path | str, layer: str = "conv1") -> pd.DataFrame:
             rows.append({"epoch": epoch, "filter": f, "from_previous": d_prev[f], "from_first": d_first[f]})
         prev = k
     return pd.DataFrame(rows, columns=["epoch", "filter", "from_previous", "from_first"])
+
+
+def mean_drift(drift: pd.DataFrame, column: str = "from_previous") -> pd.Series:
+    """The mean over kernels of a `filter_drift` column at each epoch (epochs where it is NaN left out)."""
+    return drift.dropna(subset=[column]).groupby("epoch")[column].mean()
 
 
 # ----------------------------------------------------------------------------- cached run-level results

@@ -126,6 +126,27 @@ def test_conv1_window_rejects_pixels_outside_the_output():
         internals.conv1_window(np.zeros((28, 28)), np.ones((3, 3)), 0.0, 0, -1)
 
 
+@pytest.mark.parametrize("normalize, channel, row, col", [(False, 3, 16, 11), (False, 0, 0, 25), (True, 7, 9, 14)])
+def test_conv1_at_equals_torch_conv2d_of_the_model(normalize, channel, row, col):
+    model = make_net(1, normalize=normalize)
+    img = (image(5)[0, 0] * 255).round().to(torch.uint8).numpy()           # the dashboard passes uint8 (28,28)
+    x = torch.from_numpy(img.astype(np.float32) / 255.0)[None, None]
+    x = (x - 0.1307) / 0.3081 if normalize else x                        # what conv1 sees, by hand
+    ref = F.conv2d(x, model.conv1.weight, model.conv1.bias)[0, channel, row, col].item()
+    out = internals.conv1_at(model, img, channel, row, col)
+    assert out["output"] == pytest.approx(ref, abs=1e-5)
+    np.testing.assert_allclose(out["seen"], x[0, 0].numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out["kernel"], model.conv1.weight[channel, 0].detach().double().numpy())
+    assert out["bias"] == pytest.approx(model.conv1.bias[channel].item())
+
+
+def test_strongest_position_and_active_units_hand_checked():
+    m = np.array([[0.0, 2.0, 1.0], [2.0, -1.0, 0.5]])
+    assert internals.strongest_position(m) == (0, 1)                     # ties: first in reading order
+    assert internals.strongest_position(-m) == (1, 1)
+    assert internals.active_units(np.array([0.0, 0.3, -2.0, 1e-9, 0.0])) == 2
+
+
 # ----------------------------------------------------------------------------- what excites a unit
 
 def brute_force_scores(model: Net, images: np.ndarray, layer: str, channel: int) -> np.ndarray:
@@ -297,6 +318,16 @@ def test_filter_drift_hand_checked(fixture_run):
     assert r.loc[(3, 31), "from_first"] == pytest.approx(np.sqrt(((k[3][31] - k[1][31]) ** 2).sum()))
     assert (df["from_first"][df.epoch == 3] > 0).mean() > 0.5         # training moved most kernels
     assert internals.filter_drift(fixture_run, "conv2").shape == (3 * 64, 4)
+
+
+def test_mean_drift_hand_checked():
+    import pandas as pd
+    drift = pd.DataFrame({"epoch": [1, 1, 2, 2, 3, 3], "filter": [0, 1] * 3,
+                          "from_previous": [np.nan, np.nan, 1.0, 3.0, 0.5, 0.0],
+                          "from_first": [0.0, 0.0, 1.0, 3.0, 2.0, 4.0]})
+    prev = internals.mean_drift(drift, "from_previous")
+    assert list(prev.index) == [2, 3] and list(prev.values) == [2.0, 0.25]
+    assert list(internals.mean_drift(drift, "from_first").values) == [0.0, 2.0, 3.0]
 
 
 # ----------------------------------------------------------------------------- cached wrappers
