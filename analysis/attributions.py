@@ -24,6 +24,13 @@ modified and concurrent calls return exactly what sequential calls return.
   * A model left in training mode is run through a private eval-mode copy (dropout off).
 Saliency and SmoothGrad return |gradient| by default (Captum's Saliency `abs=True`), as in Simonyan
 et al.; pass `abs=False` for the signed gradient.
+
+Grad-CAM is computed on a layer's grid (conv2: 11x11) and drawn on the input where each unit looks:
+unit i of a layer sees the input patch centred on pixel offset + stride * i (`receptive_field`;
+conv2 of the seed CNN: 3.5 + 2i), and the map is interpolated linearly between those centres
+(`place_on_input`). A plain resize of 11x11 to 28x28 (Captum's `LayerAttribution.interpolate`) would
+put unit i at 2.55i + 0.8, up to 3 pixels outward. Guided Grad-CAM multiplies Guided Backprop by this
+placed map (Captum's GuidedGradCam resizes instead).
 """
 from __future__ import annotations
 
@@ -33,20 +40,19 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
 from captum.attr import (
     Deconvolution,
     DeepLift,
     GuidedBackprop,
-    GuidedGradCam,
     InputXGradient,
     IntegratedGradients,
-    LayerAttribution,
     LayerGradCam,
     Occlusion,
     Saliency,
@@ -55,7 +61,6 @@ from captum.attr import (
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap",
            "deeplift", "occlusion", "gradcam", "guided_gradcam", "guided_backprop", "deconvolution")
 BASELINES = ("black", "blurred", "mean-digit")
-INTERPOLATE_MODES = ("nearest", "bilinear", "area")   # all keep a non-negative Grad-CAM non-negative
 DELTA_METHODS = ("integrated_gradients", "deeplift")  # methods with a convergence delta (completeness)
 
 
@@ -95,8 +100,8 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "How much the class score drops when a small square patch around each pixel is blacked out."),
     "gradcam": MethodInfo(
         "Grad-CAM", False, False, True,
-        "Which regions of a convolutional layer's feature maps support the class, upsampled to the "
-        "image (coarse, non-negative)."),
+        "Which regions of a convolutional layer's feature maps support the class, each unit drawn at "
+        "the centre of the input patch it sees (coarse, non-negative)."),
     "guided_gradcam": MethodInfo(
         "Guided Grad-CAM", True, True, True,
         "Grad-CAM multiplied by Guided Backprop; sharp, but Adebayo et al. found it barely changes "
@@ -121,8 +126,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
                       "seed": 0, "internal_batch_size": 512},
     "deeplift": dict(_BASELINE_OPTIONS),
     "occlusion": {"window": 4, "stride": 2, "internal_batch_size": 64},
-    "gradcam": {"layer": "conv2", "interpolate_mode": "bilinear"},
-    "guided_gradcam": {"layer": "conv2", "interpolate_mode": "bilinear"},
+    "gradcam": {"layer": "conv2"},
+    "guided_gradcam": {"layer": "conv2"},
     "guided_backprop": {},
     "deconvolution": {},
 }
@@ -248,15 +253,14 @@ def mean_digit(mean_image: torch.Tensor | np.ndarray | None = None) -> torch.Ten
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of a batch (B,C,H,W) with zero padding (MNIST's background is black)."""
+    """Gaussian blur of a batch (B,C,H,W) with zero padding (MNIST's background is black).
+
+    scipy.ndimage.gaussian_filter over the two image axes, its kernel truncated at 3 sigma (at
+    least one pixel each side).
+    """
     radius = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
-    k = k / k.sum()                                                     # (2r+1,)
-    c = x.shape[1]
-    kx = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1)                         # (C,1,1,2r+1)
-    ky = k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)                         # (C,1,2r+1,1)
-    x = F.conv2d(x, kx, padding=(0, radius), groups=c)
-    return F.conv2d(x, ky, padding=(radius, 0), groups=c)
+    out = gaussian_filter(x.detach().cpu().numpy(), sigma, mode="constant", cval=0.0, radius=radius, axes=(-2, -1))
+    return torch.from_numpy(out).to(x.dtype)
 
 
 def make_baseline(inputs: torch.Tensor, kind: str | torch.Tensor = "black",
@@ -306,6 +310,100 @@ def _baseline_distribution(spec: Any, mean_image: torch.Tensor | None) -> torch.
     return torch.stack(refs)
 
 
+# ----------------------------------------------------------------------------- where a unit looks
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where the units of a layer look in the input, per axis (rows, cols); pixel k's centre is at k."""
+    offset: tuple[float, float]   # input coordinate of unit 0's receptive-field centre
+    stride: tuple[int, int]       # the jump: input pixels between the centres of neighbouring units
+    size: tuple[int, int]         # receptive-field size in input pixels (padding included)
+
+
+# Layers that act on each position alone: they move no receptive field.
+_POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Identity,
+              nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def receptive_field(layers: Sequence[nn.Module]) -> ReceptiveField:
+    """The receptive field of the last of `layers` (given in forward order, from the input on).
+
+    Walks Conv2d, MaxPool2d and AvgPool2d (kernel_size, stride, padding, dilation) with the usual
+    recursion per axis: k_eff = dilation*(kernel-1)+1, offset += ((k_eff-1)/2 - padding)*jump,
+    size += (k_eff-1)*jump, jump *= stride. Pointwise layers (ReLU, BatchNorm, Dropout, Identity...)
+    change nothing; any other layer raises ValueError (its geometry is unknown).
+    Seed CNN: conv1 offset 1, stride 1, size 3; conv2 offset 3.5, stride 2, size 8.
+    """
+    offset, jump, size = [0.0, 0.0], [1, 1], [1, 1]
+    for m in layers:
+        if isinstance(m, _POINTWISE):
+            continue
+        if not isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            raise ValueError(f"cannot place a receptive field through a {type(m).__name__} layer; "
+                             "known: Conv2d, MaxPool2d, AvgPool2d and pointwise layers")
+        k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
+        d = _pair(getattr(m, "dilation", 1))
+        if isinstance(m.padding, str):        # Conv2d "valid" or "same" (stride 1): PyTorch pads total//2 first
+            p = (0, 0) if m.padding == "valid" else tuple((d[i] * (k[i] - 1)) // 2 for i in range(2))
+        else:
+            p = _pair(m.padding)
+        for i in range(2):
+            k_eff = d[i] * (k[i] - 1) + 1
+            offset[i] += ((k_eff - 1) / 2 - p[i]) * jump[i]
+            size[i] += (k_eff - 1) * jump[i]
+            jump[i] *= s[i]
+    return ReceptiveField((offset[0], offset[1]), (jump[0], jump[1]), (size[0], size[1]))
+
+
+def forward_layers(model: nn.Module, layer: str, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[nn.Module]:
+    """The model's leaf modules in the order one forward pass runs them, up to and including `layer`.
+
+    Traced with forward hooks on a private copy (one forward of a zero image), so registration order
+    does not matter. Branches (residual blocks) are not modelled: the walk is a chain.
+    """
+    work = private_copy(model).eval()
+    target = _layer(work, layer)
+    order: list[nn.Module] = []
+    done: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in work.modules()
+             if not list(m.children())]
+    hooks.append(target.register_forward_hook(lambda m, i, o: done.append(len(order)) if not done else None))
+    try:
+        with torch.no_grad():
+            work(torch.zeros((1,) + tuple(input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not done:
+        raise ValueError(f"layer {layer!r} did not run in a forward pass")
+    return order[:done[0]]
+
+
+def place_on_input(layer_map: torch.Tensor, rf: ReceptiveField,
+                   size: tuple[int, int] = (28, 28)) -> torch.Tensor:
+    """A layer's map (B,C,h,w) on the input grid (B,C,H,W): each unit's value at its receptive field's centre.
+
+    Input pixel p reads the map at unit coordinate u = (p - offset) / stride, linearly interpolated
+    between the two nearest units and clamped to the first / last unit at the edges (bilinear, as
+    scipy.ndimage.map_coordinates(order=1, mode="nearest")). Done with torch's grid_sample, batched.
+    """
+    b, c, h, w = layer_map.shape
+    axes = []
+    for n, count, off, jump in ((size[0], h, rf.offset[0], rf.stride[0]), (size[1], w, rf.offset[1], rf.stride[1])):
+        u = (torch.arange(n, dtype=torch.float64) - off) / jump                     # (n,) unit coordinates
+        # grid_sample with align_corners=True: -1 is unit 0's centre, +1 unit count-1's
+        axes.append((2 * u / (count - 1) - 1) if count > 1 else torch.zeros(n, dtype=torch.float64))
+    rows, cols = torch.meshgrid(axes[0], axes[1], indexing="ij")                     # (H,W) each
+    grid = torch.stack([cols, rows], dim=-1).expand(b, -1, -1, -1)                   # (B,H,W,2): x, y
+    # in float64, so units at equal distances get equal weights (float32 grids round them apart)
+    out = F.grid_sample(layer_map.double(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(layer_map.dtype)
+
+
 # ----------------------------------------------------------------------------- the methods
 
 def _gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -348,11 +446,17 @@ def _gradient_shap(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) 
 
 
 def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> torch.Tensor:
-    mode = o["interpolate_mode"]
-    if mode not in INTERPOLATE_MODES:
-        raise ValueError(f"interpolate_mode must be one of {INTERPOLATE_MODES}, got {mode!r}")
-    cam = LayerGradCam(model, _layer(model, o["layer"])).attribute(x, target=t, relu_attributions=True)
-    return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode=mode)  # (B,1,28,28)
+    """Grad-CAM of the layer (B,1,h,w), each unit's value placed at its receptive field's centre (B,1,28,28)."""
+    layer = _layer(model, o["layer"])
+    cam = LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)   # (B,1,h,w)
+    rf = receptive_field(forward_layers(model, o["layer"], tuple(x.shape[1:])))
+    return place_on_input(cam.detach(), rf, tuple(x.shape[2:]))
+
+
+def _guided_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> torch.Tensor:
+    """Guided Backprop times the placed Grad-CAM: Captum's GuidedGradCam without its bilinear resize."""
+    cam = _gradcam(model, x.detach(), t, o)                                        # (B,1,28,28)
+    return GuidedBackprop(model).attribute(x, target=t) * cam
 
 
 _GRAD_ON_INPUT = ("saliency", "input_x_gradient", "deeplift", "guided_gradcam", "guided_backprop",
@@ -390,10 +494,7 @@ def _run(model: nn.Module, x: torch.Tensor, t: torch.Tensor, method: str, o: dic
     if method == "gradcam":
         return _gradcam(model, x, t, o)
     if method == "guided_gradcam":
-        if o["interpolate_mode"] not in INTERPOLATE_MODES:
-            raise ValueError(f"interpolate_mode must be one of {INTERPOLATE_MODES}, got {o['interpolate_mode']!r}")
-        return GuidedGradCam(model, _layer(model, o["layer"])).attribute(
-            x, target=t, interpolate_mode=o["interpolate_mode"])
+        return _guided_gradcam(model, x, t, o)
     if method == "guided_backprop":
         return GuidedBackprop(model).attribute(x, target=t)
     if method == "deconvolution":
@@ -478,7 +579,7 @@ def class_mean_attribution_cached(run_dir: Path | str, epoch: int, digit: int, m
     if any(isinstance(v, (torch.Tensor, np.ndarray)) for v in o.values()):
         raise ValueError("tensor-valued options cannot be cached; call class_mean_attribution")
     n = _positive_int("n", n)
-    key = make_key("class_mean_attr", "v1", method, epoch=int(epoch), cls=int(digit), n=n,
+    key = make_key("class_mean_attr", "v2", method, epoch=int(epoch), cls=int(digit), n=n,
                    **{k: o[k] for k in sorted(o)})
 
     def compute() -> np.ndarray:

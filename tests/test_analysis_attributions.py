@@ -7,11 +7,12 @@ import threading
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from captum.attr import (Deconvolution, DeepLift, GradientShap, GuidedBackprop, GuidedGradCam, IntegratedGradients,
-                         NoiseTunnel, Saliency)
+                         LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
 
 from analysis import attributions as A
 from model.net import VARIANTS, Net
@@ -118,6 +119,18 @@ def test_blurred_baseline_is_a_normalised_gaussian():
     torch.testing.assert_close(b, g, atol=2e-4, rtol=1e-2)     # truncated at 3 sigma
 
 
+def test_gaussian_blur_near_the_border_by_hand():
+    """Zero padding: a pixel in the corner loses the mass that falls outside (sigma 1, radius 3)."""
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 0, 0] = 1.0
+    out = A.gaussian_blur(x, 1.0)[0, 0].double()
+    k = np.exp(-0.5 * np.arange(-3, 4) ** 2)
+    k /= k.sum()                                               # the kernel, truncated at 3 sigma
+    expected = np.zeros((28, 28))
+    expected[:4, :4] = np.outer(k[3:], k[3:])                  # only the right half of it lands in the image
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-7)
+
+
 def test_occlusion_of_a_one_pixel_model_lights_that_pixel_only():
     x = torch.rand(2, 1, 28, 28)
     out = A.attribute(OnePixel(), x, torch.tensor([0, 4]), "occlusion", window=1, stride=1)
@@ -125,6 +138,13 @@ def test_occlusion_of_a_one_pixel_model_lights_that_pixel_only():
     expected[0, 0, 5, 7] = 1 * x[0, 0, 5, 7]                   # score drop when the pixel is blacked out
     expected[1, 0, 5, 7] = 5 * x[1, 0, 5, 7]
     torch.testing.assert_close(out, expected)
+
+
+def place_by_scipy(cam: np.ndarray, offset: float, stride: float, size: int = 28) -> np.ndarray:
+    """Reference placement of one (h,w) map: sample unit coordinate (pixel - offset)/stride, linear, clamped."""
+    u = (np.arange(size) - offset) / stride
+    rows, cols = np.meshgrid(u, u, indexing="ij")
+    return scipy.ndimage.map_coordinates(cam, [rows, cols], order=1, mode="nearest")
 
 
 def test_gradcam_equals_hand_computation(net, digits):
@@ -136,14 +156,148 @@ def test_gradcam_equals_hand_computation(net, digits):
     logits = net.fc2(net.relu3(net.fc1(net.flatten(net.pool2(net.relu2(acts))))))
     (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), acts)
     cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1, keepdim=True))   # (B,1,11,11)
-    ref = F.interpolate(cam, size=(28, 28), mode="bilinear")
-    torch.testing.assert_close(out, ref.detach(), atol=1e-6, rtol=1e-4)
+    # conv2's unit i sees input pixels 2i..2i+7, centred on 2i + 3.5 (hand-computed, see below)
+    ref = np.stack([place_by_scipy(c[0], 3.5, 2.0) for c in cam.detach().double().numpy()])[:, None]
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-6, rtol=1e-4)
+
+
+def test_receptive_fields_of_the_seed_cnn(net):
+    # conv1 3x3: unit j sees pixels j..j+2, centre j+1. pool1 2x2 stride 2 then conv2 3x3: unit i sees
+    # pool units i..i+2 = conv1 units 2i..2i+5 = pixels 2i..2i+7: size 8, centre 2i + 3.5, stride 2.
+    rf1 = A.receptive_field(A.forward_layers(net, "conv1"))
+    rf2 = A.receptive_field(A.forward_layers(net, "conv2"))
+    assert (rf1.offset, rf1.stride, rf1.size) == ((1.0, 1.0), (1, 1), (3, 3))
+    assert (rf2.offset, rf2.stride, rf2.size) == ((3.5, 3.5), (2, 2), (8, 8))
+    assert [type(m).__name__ for m in A.forward_layers(net, "conv2")] == [
+        "Conv2d", "Identity", "ReLU", "MaxPool2d", "Conv2d"]
+
+
+class Backwards(nn.Module):
+    """Modules registered in the opposite order to the one forward runs them in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = nn.Conv2d(2, 2, 3, stride=2, padding=1, dilation=2)
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.early = nn.Conv2d(1, 2, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.late(self.pool(self.early(x)))
+
+
+def test_receptive_field_follows_forward_order_padding_and_dilation():
+    layers = A.forward_layers(Backwards(), "late")
+    assert [type(m).__name__ for m in layers] == ["Conv2d", "AvgPool2d", "Conv2d"]
+    rf = A.receptive_field(layers)
+    # early 5x5 pad 2: offset 0, size 5; pool 3x3 pad 1: offset 0, size 7; late dilated 3x3 (k_eff 5),
+    # pad 1, stride 2: offset (5-1)/2 - 1 = 1, size 7 + 4 = 11, stride 2
+    assert (rf.offset, rf.stride, rf.size) == ((1.0, 1.0), (2, 2), (11, 11))
+    rect = A.receptive_field([nn.Conv2d(1, 1, (3, 5), stride=(1, 2))])
+    assert (rect.offset, rect.stride, rect.size) == ((1.0, 2.0), (1, 2), (3, 5))
+    with pytest.raises(ValueError, match="Linear"):
+        A.receptive_field([nn.Conv2d(1, 1, 3), nn.Linear(4, 4)])
+
+
+@pytest.mark.parametrize("i, j", [(1, 1), (4, 6), (9, 2), (5, 5)])
+def test_one_active_conv2_unit_lands_on_its_receptive_field(net, i, j):
+    rf = A.receptive_field(A.forward_layers(net, "conv2"))
+    one_hot = torch.zeros(1, 1, 11, 11)
+    one_hot[0, 0, i, j] = 1.0
+    out = A.place_on_input(one_hot, rf)[0, 0].numpy()                       # (28,28)
+    peak = np.argwhere(np.isclose(out, out.max(), rtol=0, atol=1e-6))
+    assert sorted({int(r) for r, _ in peak}) == [2 * i + 3, 2 * i + 4]
+    assert sorted({int(c) for _, c in peak}) == [2 * j + 3, 2 * j + 4]
+    np.testing.assert_allclose(out, place_by_scipy(one_hot[0, 0].numpy(), 3.5, 2.0), atol=1e-7)
+
+
+def test_placement_clamps_at_the_edges():
+    rf = A.ReceptiveField((3.5, 3.5), (2, 2), (8, 8))
+    m = torch.arange(121.0).reshape(1, 1, 11, 11)
+    out = A.place_on_input(m, rf)[0, 0]
+    assert torch.equal(out[:4, :4], torch.zeros(4, 4))                  # pixels 0..3 read unit 0 (u <= 0)
+    assert torch.equal(out[24:, 24:], torch.full((4, 4), 120.0))        # pixels 24..27 read unit 10
+
+
+class Spot(nn.Module):
+    """One channel of box filters: conv2 peaks at the unit whose receptive field holds the bright spot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 1, 3)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(1, 1, 3)
+        self.relu2 = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(121, 2)
+        with torch.no_grad():
+            for conv in (self.conv1, self.conv2):
+                conv.weight.fill_(1.0)
+                conv.bias.zero_()
+            self.fc.weight.fill_(1.0)
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x)))))))
+
+
+def test_gradcam_peaks_on_the_spot():
+    """A 2x2 spot at rows 5-6, cols 21-22 is centred on conv2 unit (1, 9) (centre 5.5, 21.5). A plain
+    resize of 11x11 to 28x28 would draw that unit at (3.4, 23.8), off the spot."""
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 5:7, 21:23] = 1.0
+    out = A.attribute(Spot().eval(), x, 0, "gradcam", layer="conv2")[0, 0].numpy()
+    peak = np.argwhere(np.isclose(out, out.max(), rtol=0, atol=1e-6 * out.max()))
+    assert len(peak) and all(5 <= r <= 6 and 21 <= c <= 22 for r, c in peak), peak
+    spot = Spot().eval()
+    resized = LayerAttribution.interpolate(LayerGradCam(spot, spot.conv2).attribute(x, target=0), (28, 28),
+                                           interpolate_mode="bilinear")[0, 0].detach()
+    r, c = divmod(int(resized.argmax()), 28)
+    assert not (5 <= r <= 6 and 21 <= c <= 22), (r, c)                          # the old drawing misses it
+
+
+class SamePadding(nn.Module):
+    """A conv whose map already is the input grid (3x3, padding 1: offset 0, stride 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.AvgPool2d(4)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(4 * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.pool(self.relu1(self.conv(x)))))
+
+
+def test_gradcam_and_guided_gradcam_equal_captum_where_the_geometry_is_trivial(digits):
+    model = SamePadding().eval()
+    rf = A.receptive_field(A.forward_layers(model, "conv"))
+    assert (rf.offset, rf.stride) == ((0.0, 0.0), (1, 1))
+    t = torch.tensor([1, 7, 3, 0])
+    fresh = copy.deepcopy(model)
+    ref_cam = LayerAttribution.interpolate(LayerGradCam(fresh, fresh.conv).attribute(digits, target=t,
+                                                                                    relu_attributions=True), (28, 28))
+    torch.testing.assert_close(A.attribute(model, digits, t, "gradcam", layer="conv"), ref_cam.detach(),
+                               atol=1e-6, rtol=1e-5)
+    ref = GuidedGradCam(fresh, fresh.conv).attribute(digits, target=t)
+    ours = A.attribute(model, digits, t, "guided_gradcam", layer="conv")
+    assert ref.abs().sum() > 0
+    torch.testing.assert_close(ours, ref.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_guided_gradcam_is_guided_backprop_times_placed_gradcam(net, digits):
+    t = torch.tensor([1, 7, 3, 0])
+    gbp = GuidedBackprop(copy.deepcopy(net)).attribute(digits, target=t).detach()
+    cam = A.attribute(net, digits, t, "gradcam", layer="conv2")
+    torch.testing.assert_close(A.attribute(net, digits, t, "guided_gradcam"), gbp * cam, atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv2"])
-@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
-def test_gradcam_shape_and_non_negative(small, digits, layer, mode):
-    out = A.attribute(small, digits[:2], torch.tensor([7, 2]), "gradcam", layer=layer, interpolate_mode=mode)
+def test_gradcam_shape_and_non_negative(small, digits, layer):
+    out = A.attribute(small, digits[:2], torch.tensor([7, 2]), "gradcam", layer=layer)
     assert out.shape == (2, 1, 28, 28)
     assert (out >= 0).all() and out.sum() > 0
 
@@ -165,7 +319,6 @@ def test_hook_methods_equal_plain_captum(net, digits):
         "deeplift": DeepLift(fresh).attribute(digits, baselines=torch.zeros_like(digits), target=t),
         "guided_backprop": GuidedBackprop(fresh).attribute(digits, target=t),
         "deconvolution": Deconvolution(fresh).attribute(digits, target=t),
-        "guided_gradcam": GuidedGradCam(fresh, fresh.conv2).attribute(digits, target=t, interpolate_mode="bilinear"),
     }
     for method, ref in refs.items():
         torch.testing.assert_close(A.attribute(net, digits, t, method), ref.detach(), atol=1e-6, rtol=1e-5,
@@ -200,10 +353,10 @@ def test_random_methods_are_reproducible_and_seeded(small, digits):
 # ----------------------------------------------------------------------------- the class mean
 
 def test_class_mean_attribution_is_the_mean_of_single_maps(small, digits):
-    single = torch.stack([A.attribute(small, digits[i:i + 1], 4, "saliency")[0] for i in range(4)])   # (4,1,28,28)
+    single = Saliency(copy.deepcopy(small)).attribute(digits.clone().requires_grad_(), target=4)   # (4,1,28,28), |grad|
     out = A.class_mean_attribution(small, digits, "saliency", 4, batch_size=3)
     assert out.shape == (1, 28, 28)
-    torch.testing.assert_close(out, single.mean(dim=0), atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(out, single.detach().mean(dim=0), atol=1e-7, rtol=1e-5)
     as_uint8 = (digits[:, 0] * 255).round().to(torch.uint8)
     again = A.class_mean_attribution(small, as_uint8, "saliency", 4)
     torch.testing.assert_close(again, A.class_mean_attribution(small, as_uint8.unsqueeze(1).float() / 255, "saliency", 4))
@@ -231,9 +384,10 @@ def test_class_mean_attribution_cached(tmp_path, mnist_root):
     assert len(files) == 1 and first.shape == (28, 28)
     raw = load_raw(mnist_root)
     idx = np.flatnonzero(raw["t10k-labels-idx1-ubyte"] == 7)[:6]
-    images = torch.from_numpy(raw["t10k-images-idx3-ubyte"][idx].copy())
-    ref = A.class_mean_attribution(load_model(run, 2), images, "saliency", 7)[0].numpy()
-    np.testing.assert_allclose(first, ref, rtol=1e-6)
+    images = torch.from_numpy(raw["t10k-images-idx3-ubyte"][idx].copy()).unsqueeze(1).float() / 255   # (6,1,28,28)
+    ref = Saliency(load_model(run, 2)).attribute(images.requires_grad_(), target=7).detach().mean(dim=0)[0].numpy()
+    np.testing.assert_allclose(first, ref, rtol=1e-5, atol=1e-8)
+    assert files[0].name.startswith("class_mean_attr__v2__saliency")      # v2: Grad-CAM maps are placed now
     (run / "checkpoints" / "epoch_002.safetensors").unlink()     # a hit does not need the model
     np.testing.assert_array_equal(A.class_mean_attribution_cached(run, 2, 7, "saliency", n=6), first)
     with pytest.raises(Exception):                             # a different key is computed: no checkpoint now
@@ -253,7 +407,7 @@ def test_class_mean_attribution_cached(tmp_path, mnist_root):
     ("gradient_shap", {"baselines": "blurred"}, "baselines"),
     ("occlusion", {"window": 40}, "window"),
     ("gradcam", {"layer": "fc9"}, "layer"),
-    ("gradcam", {"interpolate_mode": "bicubic"}, "interpolate_mode"),
+    ("gradcam", {"interpolate_mode": "bilinear"}, "unknown option"),   # removed: Grad-CAM is placed, not resized
 ])
 def test_bad_method_or_option_raises(small, digits, method, options, match):
     with pytest.raises(ValueError, match=match):
@@ -310,25 +464,51 @@ def test_training_mode_model_is_explained_in_eval_mode():
 
 def test_concurrent_calls_on_one_model_equal_sequential_calls(net, digits):
     t = torch.tensor([0, 3, 6, 9])
-    methods = ("deeplift", "guided_backprop", "saliency", "gradcam", "smoothgrad")
+    methods = ("deeplift", "guided_backprop", "saliency", "gradcam", "guided_gradcam", "smoothgrad")
+    rounds = 8
     expected = {m: A.attribute(net, digits, t, m, samples=3) if m == "smoothgrad" else A.attribute(net, digits, t, m)
                 for m in methods}
     failures: list[str] = []
-    start = threading.Barrier(len(methods))
+    equal: list[str] = []                                      # one entry per call that matched
+    start = threading.Barrier(len(methods), timeout=60)
 
     def work(method: str) -> None:
         try:
             start.wait()
-            for _ in range(8):
+            for _ in range(rounds):
                 opts = {"samples": 3} if method == "smoothgrad" else {}
-                if not torch.equal(A.attribute(net, digits, t, method, **opts), expected[method]):
+                if torch.equal(A.attribute(net, digits, t, method, **opts), expected[method]):
+                    equal.append(method)
+                else:
                     failures.append(f"{method}: different result")
-        except Exception as e:  # noqa: BLE001 - a crash in a thread is a failure too
+        except BaseException as e:  # noqa: BLE001 - a crash in a thread is a failure too
             failures.append(f"{method}: {type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=work, args=(m,)) for m in methods]
     for th in threads:
         th.start()
     for th in threads:
-        th.join()
+        th.join(timeout=300)
+    assert not any(th.is_alive() for th in threads), "a thread hung"
     assert not failures, failures[:5]
+    # every call ran and matched: a thread that died without reaching its except clause fails here
+    assert sorted(equal) == sorted(methods * rounds)
+
+
+@pytest.mark.parametrize("fault", ["wrong result", "thread exits"])
+def test_the_concurrency_test_can_fail(net, digits, monkeypatch, fault):
+    """The test above fails when a worker thread gets a different map, or dies of a BaseException
+    (SystemExit is no Exception: an `except Exception` alone would let that thread vanish silently)."""
+    real = A.attribute
+
+    def faulty(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if threading.current_thread() is threading.main_thread():
+            return out
+        if fault == "thread exits":
+            raise SystemExit
+        return out + 1e-3
+
+    monkeypatch.setattr(A, "attribute", faulty)
+    with pytest.raises(AssertionError):
+        test_concurrent_calls_on_one_model_equal_sequential_calls(net, digits)
