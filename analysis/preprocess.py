@@ -11,7 +11,11 @@ on its longer side; `preprocess` does the same to any image:
 
 Inputs: bytes of an image file, a PIL image, or a numpy array (H,W), (H,W,3) or (H,W,4). RGBA
 (the drawing canvas: transparent background, white or black strokes) is composited on a background
-that contrasts with the strokes, unless one is given. Only PIL, numpy and scipy.ndimage are used.
+that contrasts with the strokes, unless one is given. A photo's EXIF orientation is applied first
+(PIL's `ImageOps.exif_transpose`), so a phone picture taken sideways is read upright. Only PIL,
+numpy and scipy.ndimage are used. The grey conversion, inversion and compositing are done here on
+float arrays rather than with PIL's 8-bit `ImageOps.grayscale`/`invert`, so that a transparent
+canvas is composited without rounding twice.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from model.net import to_input
@@ -78,6 +82,7 @@ def _from_pil(img: Image.Image) -> np.ndarray:
         raise PreprocessError(f"image is {w}x{h} pixels; the limit is {MAX_SIDE} pixels a side")
     try:
         img.load()
+        img = ImageOps.exif_transpose(img)          # a sideways phone photo, upright
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             return np.asarray(img.convert("RGBA"))
         return np.asarray(img.convert("RGB"))

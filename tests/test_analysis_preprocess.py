@@ -8,7 +8,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
+from scipy import ndimage
 
 from analysis.preprocess import MAX_BYTES, PreprocessError, preprocess
 from model import runs
@@ -98,12 +99,50 @@ def test_rgba_canvas_white_and_black_strokes_agree():
     assert abs(r - 14) <= 1 and abs(c - 14) <= 1
 
 
-def test_bytes_pil_and_array_inputs_agree():
-    img = seven(90, (20, 15, 70, 80), 7, ink=255, paper=0)
-    from_array = preprocess(np.asarray(img)).image
-    np.testing.assert_array_equal(preprocess(img).image, from_array)
-    np.testing.assert_array_equal(preprocess(png_bytes(img)).image, from_array)
-    np.testing.assert_array_equal(preprocess(np.asarray(img) / 255.0).image, from_array)   # float [0,1]
+def reference_mnist_style(img: Image.Image) -> np.ndarray:
+    """An independent MNIST-style pipeline from PIL's ImageOps, for dark ink on white paper.
+
+    invert -> bounding box of the ink -> contain in 20x20 (Lanczos) -> pad to 28x28 -> shift the
+    centre of mass to (14, 14) by whole pixels.
+    """
+    inv = ImageOps.invert(img.convert("L"))
+    box = inv.point(lambda v: 255 if v > 25 else 0).getbbox()
+    digit = ImageOps.contain(inv.crop(box), (20, 20), Image.Resampling.LANCZOS)
+    field = np.zeros((28, 28))
+    r0, c0 = (28 - digit.height) // 2, (28 - digit.width) // 2
+    field[r0:r0 + digit.height, c0:c0 + digit.width] = np.asarray(digit)
+    r, c = centre_of_mass(field)
+    return ndimage.shift(field, (round(14 - r), round(14 - c)), order=0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("box", [(20, 15, 70, 80), (5, 40, 85, 60), (40, 10, 50, 85)])
+def test_matches_an_independent_imageops_pipeline(box):
+    img = seven(90, box, 7, ink=0, paper=255)
+    got, want = preprocess(img).image.astype(int), reference_mnist_style(img).astype(int)
+    # PIL resamples "L" images in 8 bits, we in float: single pixels differ by up to ~9 of 255; a digit
+    # misplaced by one pixel or scaled differently would differ by ~100 along every stroke edge
+    assert np.abs(got - want).max() <= 12
+    assert np.abs(got - want).mean() < 0.3
+
+
+def test_bytes_pil_and_array_inputs_agree_with_the_reference():
+    img = seven(90, (20, 15, 70, 80), 7, ink=0, paper=255)
+    want = reference_mnist_style(img).astype(int)
+    for given in (img, np.asarray(img), png_bytes(img), np.asarray(img) / 255.0):   # float [0,1] too
+        assert np.abs(preprocess(given).image.astype(int) - want).max() <= 12
+
+
+def test_exif_rotated_photo_is_read_upright():
+    upright = seven(90, (20, 15, 70, 80), 7, ink=0, paper=255).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6                                         # "rotate 90 CW to display": stored rotated left
+    buf = io.BytesIO()
+    upright.rotate(90, expand=True).save(buf, format="JPEG", quality=95, exif=exif)
+    got = preprocess(buf.getvalue()).image.astype(int)
+    want = reference_mnist_style(upright).astype(int)
+    assert np.abs(got - want).mean() < 3                     # JPEG noise only
+    sideways = preprocess(np.asarray(upright.rotate(90, expand=True))).image.astype(int)
+    assert np.abs(sideways - want).mean() > 10               # the check can tell a rotated digit apart
 
 
 # ----------------------------------------------------------------------------- refusals
