@@ -195,9 +195,17 @@ class RunWriter:
         atomic_write_csv(metrics_path(self.dir), self.metrics, METRIC_COLUMNS)
 
 
+def check_name(name: str) -> str:
+    """A run name must stay a plain folder-name part: letters, digits, '_', '.', '-' (RunError otherwise)."""
+    if not name or len(name) > 80 or not all(c.isalnum() or c in "_.-" for c in name) or name.strip(".") == "":
+        raise RunError(Path(name or "''"), "a run name may hold only letters, digits, '_', '.' and '-' "
+                                            "(at most 80), so that the run stays inside the runs folder")
+    return name
+
+
 def new_run_id(runs_dir: Path, name: str) -> str:
     """`<YYYYMMDD-HHMMSS>-<name>`, with a numeric suffix if that folder exists already."""
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{check_name(name)}"
     run_id, n = base, 1
     while (Path(runs_dir) / run_id).exists():
         n += 1

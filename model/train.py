@@ -10,6 +10,7 @@ the data is held as one uint8 tensor in memory and sliced per batch (no per-samp
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import signal
 import subprocess
@@ -35,6 +36,15 @@ PRESETS = {
     "seed": dict(split="seed"),  # the seed notebook: all 60k for training, the test set for validation
     "quick": dict(epochs=4, subset=20000),  # a real run in about two minutes on a 2-core CPU
 }
+
+
+class Diverged(Exception):
+    """Training produced a NaN or infinite loss: continuing would only save garbage."""
+
+    def __init__(self, epoch: int, step: int, what: str):
+        self.epoch = epoch
+        super().__init__(f"diverged at epoch {epoch}, step {step}: {what} is not a finite number "
+                         "(try a lower --lr)")
 
 
 def pick_device(name: str) -> torch.device:
@@ -76,7 +86,7 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                 generator: torch.Generator, device: torch.device, desc: str, log_every: int,
-                on_step=None, on_batch=None) -> dict:
+                on_step=None, on_batch=None, epoch: int = 0) -> dict:
     """One shuffled pass over (x uint8 (N,28,28), y (N,)).
 
     Returns:
@@ -96,6 +106,8 @@ def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torc
         yb = y[idx].to(device)                       # (B,)
         logits = model(xb)                           # (B,10)
         loss = F.cross_entropy(logits, yb)
+        if not math.isfinite(loss.item()):
+            raise Diverged(epoch, step, f"the training loss ({loss.item()})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -124,6 +136,15 @@ def evaluate(model: Net, x: torch.Tensor, y: torch.Tensor, device: torch.device,
     logits = torch.cat([model(to_input(x[i:i + batch_size]).to(device)).cpu() for i in range(0, len(x), batch_size)])
     return {"loss": F.cross_entropy(logits, y).item(), "acc": (logits.argmax(1) == y).float().mean().item(),
             "logits": logits}
+
+
+class SaveFailed(Exception):
+    """An epoch's files could not be written (disk full, permission denied)."""
+
+
+def steps_done(n: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over n examples."""
+    return -(-n // batch_size)
 
 
 def select_data(data: MnistSplits, subset: int, eval_subset: int):
@@ -196,12 +217,16 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
                 writer.set_progress(epoch, epochs, step, batches, loss)
                 last_progress[0] = time.time()
         tr = train_epoch(model, opt, tx, ty, t.batch_size, gen, device, f"epoch {epoch}/{epochs}",
-                         t.log_every, on_step=lambda: writer.heartbeat(epoch_in_progress=epoch), on_batch=on_batch)
+                         t.log_every, on_step=lambda: writer.heartbeat(epoch_in_progress=epoch), on_batch=on_batch,
+                         epoch=epoch)
         va, te = evaluate(model, vx, vy, device), evaluate(model, sx, sy, device)
+        for split_name, result in (("validation", va), ("test", te)):
+            if not math.isfinite(result["loss"]):
+                raise Diverged(epoch, steps_done(len(tx), t.batch_size), f"the {split_name} loss ({result['loss']})")
         row = {"train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"], "val_acc": va["acc"],
                "test_loss": te["loss"], "test_acc": te["acc"], "lr": opt.param_groups[0]["lr"],
                "epoch_seconds": round(time.time() - t0, 3)}
-        steps_per_epoch = -(-len(tx) // t.batch_size)
+        steps_per_epoch = steps_done(len(tx), t.batch_size)
         writer.add_steps([{"step": (epoch - 1) * steps_per_epoch + s["step"], "epoch": epoch, "loss": s["loss"]}
                           for s in tr["steps"]])
         preds = {
@@ -213,7 +238,10 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
             "train_labels": ty.numpy().astype(np.uint8), "train_index": ti.astype(np.int32),
         }
         state = {k: v.cpu() for k, v in model.state_dict().items()}
-        writer.write_epoch(epoch, row, state, preds, optimizer_tensors(opt))
+        try:
+            writer.write_epoch(epoch, row, state, preds, optimizer_tensors(opt))
+        except OSError as e:                        # disk full, permission denied, ...
+            raise SaveFailed(f"could not save epoch {epoch} ({e.strerror or e}); epochs before it are intact") from e
         writer.set_status("running", last_epoch=epoch)
         print(f"[train] epoch {epoch:3d}  train loss {tr['loss']:.4f} acc {tr['acc']:.2%}  "
               f"val loss {va['loss']:.4f} acc {va['acc']:.2%}  test acc {te['acc']:.2%}  "
@@ -273,9 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             tmp = tempfile.TemporaryDirectory()
             runs_dir = Path(tmp.name)
-        run_id = runs.new_run_id(runs_dir, args.name or args.preset or args.variant)
-        run_dir = runs_dir / run_id
-        writer = runs.RunWriter(run_dir, build_config(args, run_id, device, data_root))
+        try:
+            run_id = runs.new_run_id(runs_dir, args.name or args.preset or args.variant)
+            run_dir = runs_dir / run_id
+            writer = runs.RunWriter(run_dir, build_config(args, run_id, device, data_root))
+        except runs.RunError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"error: cannot create the run folder in {runs_dir} ({e.strerror or e})", file=sys.stderr)
+            return 1
         start, split = 1, args.split
     try:
         data = load_mnist(data_root, split)
@@ -293,6 +328,17 @@ def main(argv: list[str] | None = None) -> int:
         writer.set_status("interrupted")
         print(f"[train] interrupted; finished epochs are kept in {run_dir}", file=sys.stderr)
         return 130
+    except Diverged as e:
+        writer.set_status("failed", error=str(e), diverged_epoch=e.epoch)
+        print(f"error: {e}; finished epochs are kept in {run_dir}", file=sys.stderr)
+        return 1
+    except SaveFailed as e:
+        try:
+            writer.set_status("failed", error=str(e))
+        except OSError:
+            pass                                    # the disk is full even for status.json: say it here
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:
         writer.set_status("failed", error=f"{type(e).__name__}: {e}")
         raise

@@ -188,3 +188,45 @@ def test_import_refuses_pickled_objects_and_wrong_shapes(tmp_path):
     with pytest.raises(import_checkpoint.CheckpointImportError, match="missing parameter"):
         import_checkpoint.infer_config(import_checkpoint.read_state_dict(tmp_path / "partial.pth"))
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+# ----------------------------------------------------------------------------- faults: nothing lost
+
+def test_a_diverging_run_stops_with_a_clear_message(tmp_path, mnist_root, capsys):
+    """lr 1e4 blows the loss up to NaN/inf within the first epoch; lr 0.05 (the fixture's) does not."""
+    assert train.main(TINY + ["--epochs", "2", "--lr", "10000", "--runs-dir", str(tmp_path), "--name", "boom"]) == 1
+    (run,) = tmp_path.iterdir()
+    status = runs.load_status(run)
+    assert status["state"] == "failed" and status["diverged_epoch"] == 1
+    assert "diverged at epoch 1" in status["error"] and "lower --lr" in status["error"]
+    assert "diverged at epoch 1" in capsys.readouterr().err
+    assert runs.checkpoint_epochs(run) == [] and not runs.metrics_path(run).exists()   # no garbage epoch saved
+
+
+def test_a_failed_save_keeps_earlier_epochs_and_says_why(tmp_path, mnist_root, monkeypatch, capsys):
+    real = runs.atomic_save_npz
+
+    def disk_full_at_epoch_2(path, **arrays):
+        if path.name == "epoch_002.npz":
+            raise OSError(28, "No space left on device")
+        real(path, **arrays)
+    monkeypatch.setattr(runs, "atomic_save_npz", disk_full_at_epoch_2)
+    assert train.main(TINY + ["--epochs", "3", "--runs-dir", str(tmp_path), "--name", "full"]) == 1
+    (run,) = tmp_path.iterdir()
+    status = runs.load_status(run)
+    assert status["state"] == "failed" and "No space left on device" in status["error"]
+    assert "could not save epoch 2" in capsys.readouterr().err
+    assert list(runs.load_metrics(run)["epoch"]) == [1]                   # the commit point never moved past 1
+    runs.load_model(run, 1)
+    runs.load_predictions(run, 1)
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs/path", "a/b", "..", "", "x" * 81])
+def test_run_names_that_would_leave_the_runs_folder_are_refused(tmp_path, name, capsys):
+    runs_dir = tmp_path / "runs"
+    assert train.main(["--dry-run", "--runs-dir", str(runs_dir), "--name", name]) in (1,) or name == ""
+    if name:
+        assert "run name may hold only" in capsys.readouterr().err
+    assert not (tmp_path / "escape").exists() and not any(p.is_dir() for p in runs_dir.rglob("*"))
+    with pytest.raises(runs.RunError):
+        runs.new_run_id(runs_dir, name)
