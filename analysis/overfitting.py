@@ -18,6 +18,14 @@ metrics.csv or a table typed in from a paper. Definitions (epochs are the table'
                         the weights of the epoch with the lowest value.
     flat                over the last patience + 1 epochs, validation loss moved less than `tol`
                         of its mean (max - min).
+    one-epoch spike     an epoch e with a recorded epoch before it (e-1) and after it (e+1, the next
+                        rows of the table) whose validation loss jumped by more than SPIKE_RISE (10%),
+                        val_loss[e] > val_loss[e-1] * (1 + SPIKE_RISE), and came back at once to about
+                        where it was, val_loss[e+1] <= val_loss[e-1] * (1 + tol). One bad epoch, not a
+                        trend: not overfitting. A rise that lasts two epochs is no spike (see onset),
+                        and neither is a jump at the last epoch (nothing shows yet that it comes back).
+    class that dropped  given a per-class accuracy table (index epoch, columns 0..9), the class whose
+      most at a spike   accuracy fell most from epoch e-1 to the spike epoch e (none if no class fell).
 """
 from __future__ import annotations
 
@@ -27,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 REQUIRED = ("epoch", "train_loss", "val_loss")
-MIN_EPOCHS = 3   # fewer epochs show no trend at all
+MIN_EPOCHS = 3     # fewer epochs show no trend at all
+SPIKE_RISE = 0.10  # a one-epoch spike rises more than 10% above the epoch before it
 
 
 @dataclass
@@ -37,6 +46,18 @@ class EarlyStop:
     stop_epoch: int | None   # the epoch after which training would have stopped; None: it never would have
     keep_epoch: int          # the epoch whose weights to keep (lowest validation loss up to the stop)
     epochs_saved: int        # epochs trained after stop_epoch that early stopping would have skipped
+
+
+@dataclass
+class Spike:
+    """A one-epoch spike of validation loss (see the module docstring)."""
+    epoch: int                          # the epoch whose validation loss jumped
+    before: float                       # validation loss at the epoch before it
+    at: float                           # ... at the spike
+    after: float                        # ... at the epoch after it
+    worst_class: int | None = None      # the class whose accuracy fell most from the epoch before; None: unknown
+    class_before: float | None = None   # its accuracy at the epoch before (a fraction)
+    class_at: float | None = None       # its accuracy at the spike
 
 
 @dataclass
@@ -50,6 +71,7 @@ class Diagnosis:
     overfitting_onset: int | None    # overfitting started after this epoch; None if never
     recommended_stop: EarlyStop
     gap: pd.DataFrame                # per epoch: loss_gap = val - train, acc_gap = train - val (if accuracies given)
+    spikes: list[Spike]              # one-epoch spikes of validation loss, in epoch order
 
 
 def check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +136,60 @@ def _first_rise(val: np.ndarray, train: np.ndarray, patience: int, tol: float, t
     return None
 
 
-def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01) -> Diagnosis:
+def _worst_class(class_accuracy: pd.DataFrame | None, before: int, at: int) -> tuple[int, float, float] | None:
+    """(class, accuracy before, accuracy at) of the class whose accuracy fell most from `before` to `at`."""
+    if class_accuracy is None or before not in class_accuracy.index or at not in class_accuracy.index:
+        return None
+    classes = [c for c in class_accuracy.columns if c != "all"]
+    change = (class_accuracy.loc[at, classes] - class_accuracy.loc[before, classes]).astype(float).dropna()
+    if change.empty or change.min() >= 0:
+        return None
+    c = change.idxmin()                                       # the first such class when tied
+    return int(c), float(class_accuracy.loc[before, c]), float(class_accuracy.loc[at, c])
+
+
+def spikes(metrics: pd.DataFrame, class_accuracy: pd.DataFrame | None = None, tol: float = 0.01,
+           rise: float = SPIKE_RISE) -> list[Spike]:
+    """The one-epoch spikes of validation loss (defined in the module docstring), in epoch order.
+
+    Args:
+        metrics: columns epoch, train_loss, val_loss, one row per epoch.
+        class_accuracy: optional per-class accuracy per epoch (index epoch, columns 0..9, "all"
+            ignored), as `analysis.errors.per_class_accuracy_by_epoch`; names the class that dropped most.
+        tol: how far above the epoch before the spike the next epoch may stay. Default: 0.01 (1%).
+        rise: the relative jump that makes a spike. Default: SPIKE_RISE (10%).
+    """
+    df = check_metrics(metrics)
+    epochs, val = df["epoch"].to_numpy(), df["val_loss"].to_numpy(float)
+    out = []
+    for k in range(1, len(val) - 1):
+        if val[k] > val[k - 1] * (1 + rise) and val[k + 1] <= val[k - 1] * (1 + tol):
+            spike = Spike(int(epochs[k]), float(val[k - 1]), float(val[k]), float(val[k + 1]))
+            worst = _worst_class(class_accuracy, int(epochs[k - 1]), int(epochs[k]))
+            if worst is not None:
+                spike.worst_class, spike.class_before, spike.class_at = worst
+            out.append(spike)
+    return out
+
+
+def _spike_text(found: list[Spike]) -> str:
+    """One sentence naming the spikes, e.g. "... a one-epoch spike at epoch 7 (0.071 → 0.096 → 0.063), ..."."""
+    def losses(s: Spike) -> str:
+        return f"{s.before:.3g} → {s.at:.3g} → {s.after:.3g}"
+
+    def drop(s: Spike) -> str:
+        return f"class {s.worst_class} dropped most ({s.class_before:.1%} → {s.class_at:.1%})"
+
+    if len(found) == 1:
+        s = found[0]
+        named = f"; {drop(s)}" if s.worst_class is not None else ""
+        return f"Validation loss had a one-epoch spike at epoch {s.epoch} ({losses(s)}), not overfitting{named}."
+    each = [f"epoch {s.epoch} ({losses(s)}" + (f"; {drop(s)})" if s.worst_class is not None else ")") for s in found]
+    return f"Validation loss had one-epoch spikes at {', '.join(each[:-1])} and {each[-1]}, not overfitting."
+
+
+def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01,
+             class_accuracy: pd.DataFrame | None = None) -> Diagnosis:
     """Best epoch, overfitting onset, early-stopping advice and a plain verdict from a metrics table.
 
     Args:
@@ -122,6 +197,8 @@ def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01) -> Dia
         patience: epochs of rising validation loss before we call it overfitting, and the patience
             of the early-stopping advice. Default: 2.
         tol: relative change of validation loss treated as noise ("flat"). Default: 0.01 (1%).
+        class_accuracy: optional per-class accuracy per epoch (see `spikes`), to name the class that
+            dropped most at a spike.
     Returns:
         A Diagnosis.
     Raises:
@@ -173,4 +250,7 @@ def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01) -> Dia
     if bump_i is not None and bump_i < b and n >= MIN_EPOCHS:
         verdict += (f" (Validation loss also rose for a while after epoch {int(epochs[bump_i])}, then fell again "
                     f"to a new lowest at epoch {best}: a temporary bump.)")
-    return Diagnosis(status, verdict, best, best_loss, last, onset, stop, loss_gap(df))
+    found = spikes(df, class_accuracy, tol)
+    if found and n >= MIN_EPOCHS:
+        verdict += " " + _spike_text(found)
+    return Diagnosis(status, verdict, best, best_loss, last, onset, stop, loss_gap(df), found)

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.curves import ema
+from analysis.overfitting import spikes
 from dashboard import cache, report, state, ui
 from model.runs import RunError
 
@@ -19,6 +20,8 @@ ui.intro(
   report only (choosing by test accuracy makes it optimistic).
 - The green dashed line is the **best epoch** (lowest validation loss); the grey one is the epoch picked
   in the sidebar. Runs picked under *Compare with* in the sidebar are overlaid: colour = run, dash = split.
+- An orange **✕ spike** marks a one-epoch spike: validation loss jumped by more than 10% and came back the
+  next epoch (one bad epoch, not overfitting).
 - **Per step**: the training loss every few steps is noisy; the faint line is the raw series and the strong
   one an exponential moving average. *Smoothing* 0 shows the raw series, 0.9 averages over roughly the last
   ten points (like TensorBoard's slider).
@@ -64,8 +67,23 @@ if sel.epoch is not None and sel.epoch != sel.best_epoch:
     marks[f"selected {sel.epoch}"] = (sel.epoch, report.MARK_COLORS["selected"])
 
 left, right = st.columns(2)
-left.plotly_chart(report.curves_figure(metrics, "loss", tuple(splits), marks, log_y, val_is_test=tuple(val_is_test)),
-                  key="curves_loss")
+loss_fig = report.curves_figure(metrics, "loss", tuple(splits), marks, log_y, val_is_test=tuple(val_is_test))
+for name, df in metrics.items():
+    try:
+        found = spikes(df) if "val" in splits else []   # one-epoch spikes of validation loss (analysis.overfitting)
+    except ValueError:                                  # a table diagnose cannot read (NaN, no epochs): no marks
+        found = []
+    if found:
+        loss_fig.add_trace(go.Scatter(
+            x=[s.epoch for s in found], y=[s.at for s in found], mode="markers+text", text=["spike"] * len(found),
+            textposition="top center", textfont=dict(color="#E8590C", size=11),
+            name=f"{name} · spike" if len(metrics) > 1 else "one-epoch spike",
+            marker=dict(symbol="x", size=12, color="#E8590C"),
+            hovertext=[f"{name}: one-epoch spike of validation loss at epoch {s.epoch}<br>"
+                       f"{s.before:.3g} → {s.at:.3g} → {s.after:.3g}: it came back the next epoch, not overfitting"
+                       for s in found],
+            hovertemplate="%{hovertext}<extra></extra>"))
+left.plotly_chart(loss_fig, key="curves_loss")
 right.plotly_chart(report.curves_figure(metrics, "acc", tuple(splits), marks, val_is_test=tuple(val_is_test)),
                    key="curves_acc")
 if val_is_test and "val" in splits and "test" in splits:

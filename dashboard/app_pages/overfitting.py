@@ -5,6 +5,7 @@ import streamlit as st
 
 from analysis.calibration import reliability
 from analysis.dynamics import REGIONS
+from analysis.overfitting import spikes
 from analysis.errors import classes_getting_worse
 from dashboard import cache, report, state, ui
 from model.runs import RunError
@@ -22,6 +23,8 @@ ui.intro(
 - **Verdict**: overfitting means the validation loss keeps rising for a few epochs after its lowest
   point *while* the training loss keeps falling. The **best epoch** has the lowest validation loss;
   **early stopping** (patience 2) says when training could have stopped.
+- An orange **✕ spike** on the loss curve marks a one-epoch spike: validation loss jumped by more than 10%
+  and came back the next epoch (one bad epoch, not overfitting); hover it to see which class dropped most.
 - **Generalization gap**: validation loss minus training loss, per epoch. A gap that grows is the first sign.
 - **Class × epoch**: validation accuracy of each digit after each epoch. A ▼ marks a class that got
   *worse* while the overall accuracy rose.
@@ -73,8 +76,24 @@ if diag is not None:
     if stop.stop_epoch:
         marks[f"early stop {stop.stop_epoch}"] = (stop.stop_epoch, report.MARK_COLORS["stop"])
     left, right = st.columns(2)
-    left.plotly_chart(report.curves_figure({sel.run.name: metrics}, "loss", ("train", "val"), marks),
-                      key="over_curves")
+    loss_fig = report.curves_figure({sel.run.name: metrics}, "loss", ("train", "val"), marks)
+    found = diag.spikes                        # one-epoch spikes of validation loss (analysis.overfitting)
+    if found and cache.prediction_epochs(run_dir):
+        try:                                   # name the class whose accuracy dropped most at each spike
+            found = spikes(metrics, cache.class_accuracy_by_epoch(run_dir, "val"))
+        except (RunError, ValueError):
+            pass
+    if found:
+        loss_fig.add_scatter(
+            x=[s.epoch for s in found], y=[s.at for s in found], mode="markers+text", text=["spike"] * len(found),
+            textposition="top center", textfont=dict(color="#E8590C", size=11), name="one-epoch spike",
+            marker=dict(symbol="x", size=12, color="#E8590C"),
+            hovertext=[f"one-epoch spike of validation loss at epoch {s.epoch}<br>{s.before:.3g} → {s.at:.3g} → "
+                       f"{s.after:.3g}: it came back the next epoch, not overfitting"
+                       + (f"<br>class {s.worst_class} dropped most: {s.class_before:.1%} → {s.class_at:.1%}"
+                          if s.worst_class is not None else "") for s in found],
+            hovertemplate="%{hovertext}<extra></extra>")
+    left.plotly_chart(loss_fig, key="over_curves")
     gap = diag.gap
     fig = go.Figure(go.Bar(x=gap["epoch"], y=gap["loss_gap"], name="val loss − train loss",
                            marker_color=np.where(gap["loss_gap"] > 0, "#fa5252", "#51cf66"),
