@@ -1,19 +1,23 @@
 """Where the model goes wrong: confusion matrices, per-class reports, confident mistakes, suspicious labels.
 
-Everything here works from saved predictions (`predictions/epoch_NNN.npz`, read through
-`model.runs.load_predictions`); no model is run. Array functions take:
+No model is run and nothing is memoised here: functions take arrays, or read a run's prediction
+files through `model.runs` (the one reader of the run format) on every call. The dashboard caches
+results in one place (dashboard/cache.py). Array functions take:
     probs   (N, 10) float class probabilities (rows sum to 1)
     y_true  (N,)    int labels 0..9
     y_pred  (N,)    int predicted classes 0..9
-Run functions take a run folder and read its prediction files.
+Functions over epochs take `{epoch: (probs, labels, ...)}`, as `split_predictions_by_epoch` reads it.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.special
+from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
+from sklearn.metrics import precision_recall_fscore_support
 
 from model import runs
 
@@ -24,11 +28,8 @@ SPLITS = ("val", "test")
 # ----------------------------------------------------------------------------- array helpers
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of logits (N, C) in float32 (stable: the row max is subtracted first)."""
-    z = np.asarray(logits, dtype=np.float32)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    """Row-wise softmax of logits (N, C) in float32 (`scipy.special.softmax`, which subtracts the row max)."""
+    return scipy.special.softmax(np.asarray(logits, dtype=np.float32), axis=-1)
 
 
 def _labels(y: np.ndarray, num_classes: int, name: str) -> np.ndarray:
@@ -38,33 +39,36 @@ def _labels(y: np.ndarray, num_classes: int, name: str) -> np.ndarray:
     return y
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Counts (num_classes, num_classes) int64: rows are true classes, columns predicted classes."""
+def _pair(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     t, p = _labels(y_true, num_classes, "y_true"), _labels(y_pred, num_classes, "y_pred")
     if len(t) != len(p):
         raise ValueError(f"y_true has {len(t)} labels but y_pred {len(p)}")
-    return np.bincount(t * num_classes + p, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return t, p
 
 
-def report_from_confusion(cm: np.ndarray) -> pd.DataFrame:
-    """precision, recall, f1, support per class from a confusion matrix; 0 where a ratio is 0/0."""
-    cm = np.asarray(cm, dtype=np.int64)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(axis=1)            # true examples of each class
-    predicted = cm.sum(axis=0)          # how often each class was predicted
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        denom = support + predicted     # 2tp + fp + fn
-        f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
-    return pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
-                        index=pd.RangeIndex(len(cm), name="class"))
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Counts (num_classes, num_classes) int64: rows are true classes, columns predicted classes.
+
+    scikit-learn's `confusion_matrix` with `labels=range(num_classes)`, so classes that never occur
+    still get their row and column; labels outside 0..num_classes-1 are a ValueError.
+    """
+    t, p = _pair(y_true, y_pred, num_classes)
+    if not len(t):
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return _sk_confusion_matrix(t, p, labels=list(range(num_classes))).astype(np.int64)
 
 
 def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> pd.DataFrame:
-    """One row per class 0..9: precision, recall, f1, support (a ratio 0/0 counts as 0, like sklearn's
-    zero_division=0)."""
-    return report_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
+    """One row per class 0..num_classes-1: precision, recall, f1, support.
+
+    scikit-learn's `precision_recall_fscore_support` with `labels=range(num_classes)` and
+    `zero_division=0` (a ratio 0/0 counts as 0).
+    """
+    t, p = _pair(y_true, y_pred, num_classes)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        t, p, labels=list(range(num_classes)), zero_division=0)
+    return pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)},
+                        index=pd.RangeIndex(num_classes, name="class"))
 
 
 def top_confusions(cm: np.ndarray, k: int = 10) -> pd.DataFrame:
@@ -97,6 +101,39 @@ def confident_mistakes(probs: np.ndarray, y_true: np.ndarray, k: int | None = No
     wrong = np.flatnonzero(pred != y)
     order = wrong[np.argsort(-conf[wrong], kind="stable")]
     return order if k is None else order[:k]
+
+
+def cell_examples(probs: np.ndarray, y_true: np.ndarray, true_class: int, predicted_class: int) -> np.ndarray:
+    """Positions of the examples in one confusion-matrix cell, most confident first.
+
+    Args:
+        probs: (N, C) class probabilities; the prediction is the argmax of a row.
+        y_true: (N,) labels.
+        true_class, predicted_class: the cell (its row and column of `confusion_matrix`).
+    Returns:
+        (M,) int64 positions with label `true_class` and prediction `predicted_class`, sorted by the
+        probability of `predicted_class` (highest first; ties: lower position first). M is the cell's count.
+    """
+    probs = np.asarray(probs)
+    y = _labels(y_true, probs.shape[1], "y_true")
+    where = np.flatnonzero((y == true_class) & (probs.argmax(1) == predicted_class))
+    return where[np.argsort(-probs[where, predicted_class], kind="stable")].astype(np.int64)
+
+
+def top_classes(probs: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The k most probable classes of each row and their probabilities, highest first (ties: lower class first).
+
+    Args:
+        probs: (N, C) or (C,) class probabilities.
+        k: how many classes. Default: 3.
+    Returns:
+        (classes (N, k) int64, probabilities (N, k)); one row without the N axis for a (C,) input.
+    """
+    p = np.asarray(probs)
+    rows = np.atleast_2d(p)
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :k].astype(np.int64)
+    top = np.take_along_axis(rows, order, axis=1)
+    return (order[0], top[0]) if p.ndim == 1 else (order, top)
 
 
 def suspicious_labels(probs_by_epoch: list[np.ndarray], y_true: np.ndarray, threshold: float = 0.9,
@@ -134,27 +171,9 @@ def suspicious_labels(probs_by_epoch: list[np.ndarray], y_true: np.ndarray, thre
 
 # ----------------------------------------------------------------------------- reading runs
 
-@lru_cache(maxsize=32)
-def _read(path: str, epoch: int, mtime_ns: int, size: int) -> dict[str, np.ndarray]:
-    arrays = runs.load_predictions(path, epoch)
-    for a in arrays.values():
-        a.flags.writeable = False   # shared between callers: nobody may change them
-    return arrays
-
-
 def read_predictions(run_dir: Path | str, epoch: int) -> dict[str, np.ndarray]:
-    """`model.runs.load_predictions`, memoised per file version (arrays are read-only)."""
-    path = runs.predictions_path(Path(run_dir), epoch)
-    try:
-        st = path.stat()
-    except OSError:
-        return runs.load_predictions(run_dir, epoch)   # raises RunError("missing")
-    return dict(_read(str(run_dir), epoch, st.st_mtime_ns, st.st_size))
-
-
-def clear_memo() -> None:
-    """Forget memoised prediction files (the benchmark uses this to time cold reads)."""
-    _read.cache_clear()
+    """`model.runs.load_predictions` (kept for callers that import it from here; nothing is memoised)."""
+    return runs.load_predictions(run_dir, epoch)
 
 
 def prediction_epochs(run_dir: Path | str) -> list[int]:
@@ -165,63 +184,84 @@ def prediction_epochs(run_dir: Path | str) -> list[int]:
     return epochs
 
 
-def split_predictions(run_dir: Path | str, epoch: int, split: str = "val"
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probs (N,10) float32, labels (N,) int64, index (N,) int64) of the val or test set at an epoch.
+def split_arrays(predictions: Mapping[str, np.ndarray], split: str = "val", source: Path | str = "predictions"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probs (N,10) float32, labels (N,) int64, index (N,) int64) of the val or test set in one epoch's arrays.
 
-    `index` is the row in the official MNIST file: see config["data"]["val_source"] for which file
-    the val set comes from (classic split: train[50000:]; seed split: the test file).
+    Args:
+        predictions: the arrays of one predictions file (`model.runs.load_predictions`).
+        split: "val" or "test". Default: "val".
+        source: the file the arrays came from, named in the RunError when one is missing.
+    `index` is the row in the official MNIST file: `RunConfig.data.official_file(split)` names the file.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    p = read_predictions(run_dir, epoch)
     try:
-        logits, labels, index = p[f"{split}_logits"], p[f"{split}_labels"], p[f"{split}_index"]
+        logits, labels, index = (predictions[f"{split}_{k}"] for k in ("logits", "labels", "index"))
     except KeyError as e:
-        raise runs.RunError(runs.predictions_path(Path(run_dir), epoch), f"no {e.args[0]} array") from e
-    return softmax(logits), labels.astype(np.int64), index.astype(np.int64)
+        raise runs.RunError(source, f"no {e.args[0]} array") from e
+    return softmax(logits), np.asarray(labels).astype(np.int64), np.asarray(index).astype(np.int64)
 
 
-def confusion_by_epoch(run_dir: Path | str, split: str = "val") -> dict[int, np.ndarray]:
-    """{epoch: confusion matrix (10,10)} for every epoch with predictions."""
-    out = {}
-    for epoch in prediction_epochs(run_dir):
-        probs, labels, _ = split_predictions(run_dir, epoch, split)
-        out[epoch] = confusion_matrix(labels, probs.argmax(1))
-    return out
+def split_predictions(run_dir: Path | str, epoch: int, split: str = "val"
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`split_arrays` of a run's predictions file at an epoch, read through `model.runs`."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split_arrays(runs.load_predictions(run_dir, epoch), split, runs.predictions_path(Path(run_dir), epoch))
 
 
-def per_class_accuracy_by_epoch(run_dir: Path | str, split: str = "val") -> pd.DataFrame:
-    """Accuracy (recall) of each class per epoch: index epoch, columns 0..9 and "all" (overall accuracy).
+def split_predictions_by_epoch(run_dir: Path | str, split: str = "val", epochs: Sequence[int] | None = None
+                               ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{epoch: split_predictions(...)} for the given epochs. Default: every epoch with predictions."""
+    return {e: split_predictions(run_dir, e, split) for e in (prediction_epochs(run_dir) if epochs is None else epochs)}
 
-    A class with no examples in the split gets NaN.
+
+# ----------------------------------------------------------------------------- over epochs
+# These take {epoch: (probs, labels, ...)} as split_predictions_by_epoch gives (extra items are ignored).
+
+def confusion_by_epoch(predictions: Mapping[int, Sequence[np.ndarray]]) -> dict[int, np.ndarray]:
+    """{epoch: confusion matrix (10,10)} of {epoch: (probs, labels, ...)}."""
+    return {int(e): confusion_matrix(p[1], np.asarray(p[0]).argmax(1)) for e, p in predictions.items()}
+
+
+def per_class_accuracy_by_epoch(confusions: Mapping[int, np.ndarray]) -> pd.DataFrame:
+    """Accuracy (recall) of each class per epoch from {epoch: confusion matrix}.
+
+    Returns:
+        index epoch (sorted), columns 0..C-1 and "all" (overall accuracy); a class with no examples is NaN.
     """
     rows = {}
-    for epoch, cm in confusion_by_epoch(run_dir, split).items():
+    for epoch in sorted(confusions):
+        cm = np.asarray(confusions[epoch])
         support = cm.sum(1)
         with np.errstate(divide="ignore", invalid="ignore"):
             acc = np.where(support > 0, np.diag(cm) / support, np.nan)
         rows[epoch] = [*acc, np.trace(cm) / max(cm.sum(), 1)]
-    df = pd.DataFrame.from_dict(rows, orient="index", columns=[*range(NUM_CLASSES), "all"])
+    n = len(next(iter(confusions.values()))) if confusions else NUM_CLASSES
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=[*range(n), "all"])
     df.index.name = "epoch"
     return df
 
 
-def mistake_confidence_by_epoch(run_dir: Path | str, split: str = "val") -> pd.DataFrame:
+def mistake_confidence_by_epoch(predictions: Mapping[int, Sequence[np.ndarray]]) -> pd.DataFrame:
     """Per epoch: mean confidence (top probability) on wrong and on right predictions, and counts.
 
-    Columns: epoch, wrong_confidence, right_confidence, n_wrong, n_right (a mean over no example is NaN).
-    A model that grows more confident in its mistakes as it trains is a warning sign.
+    Args:
+        predictions: {epoch: (probs, labels, ...)}.
+    Returns:
+        Columns epoch, wrong_confidence, right_confidence, n_wrong, n_right (a mean over no example is NaN),
+        sorted by epoch. A model that grows more confident in its mistakes as it trains is a warning sign.
     """
     rows = []
-    for epoch in prediction_epochs(run_dir):
-        probs, labels, _ = split_predictions(run_dir, epoch, split)
+    for epoch in sorted(predictions):
+        probs, labels = np.asarray(predictions[epoch][0]), np.asarray(predictions[epoch][1])
         conf, right = probs.max(1), probs.argmax(1) == labels
-        rows.append({"epoch": epoch,
+        rows.append({"epoch": int(epoch),
                      "wrong_confidence": float(conf[~right].mean()) if (~right).any() else np.nan,
                      "right_confidence": float(conf[right].mean()) if right.any() else np.nan,
                      "n_wrong": int((~right).sum()), "n_right": int(right.sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["epoch", "wrong_confidence", "right_confidence", "n_wrong", "n_right"])
 
 
 def classes_getting_worse(acc_by_epoch: pd.DataFrame, min_drop: float = 0.0) -> pd.DataFrame:
@@ -252,16 +292,17 @@ def classes_getting_worse(acc_by_epoch: pd.DataFrame, min_drop: float = 0.0) -> 
     return out.sort_values(["epoch", "change"], kind="stable").reset_index(drop=True)
 
 
-def suspicious_labels_in_run(run_dir: Path | str, split: str = "val", last: int = 3,
+def suspicious_labels_in_run(predictions: Mapping[int, Sequence[np.ndarray]], last: int = 3,
                              threshold: float = 0.9) -> pd.DataFrame:
-    """`suspicious_labels` over the last `last` epochs of a run's val or test predictions.
+    """`suspicious_labels` over the last `last` epochs of {epoch: (probs, labels, index)}.
 
-    The `index` column is the row in the official MNIST file (see `split_predictions`).
+    The labels and the `index` column (the row in the official MNIST file) come from the last epoch.
     """
-    epochs = prediction_epochs(run_dir)[-last:]
-    loaded = [split_predictions(run_dir, e, split) for e in epochs]
-    _, labels, index = loaded[-1]
-    return suspicious_labels([p for p, _, _ in loaded], labels, threshold, index=index)
+    epochs = sorted(predictions)[-last:]
+    if not epochs:
+        raise ValueError("suspicious_labels_in_run needs at least one epoch of predictions")
+    _, labels, index = predictions[epochs[-1]][:3]
+    return suspicious_labels([predictions[e][0] for e in epochs], labels, threshold, index=index)
 
 
 def row_normalize(cm: np.ndarray) -> np.ndarray:

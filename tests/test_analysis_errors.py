@@ -1,44 +1,71 @@
-"""analysis.errors against sklearn / scipy / hand-computed cases, and on the real fixture run."""
+"""analysis.errors against hand-computed cases and plain loops (it is built on sklearn and scipy, so those are
+not references here), and on the real fixture run's files read with numpy and the raw MNIST labels."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.special
-from sklearn.metrics import confusion_matrix as sk_confusion_matrix
-from sklearn.metrics import precision_recall_fscore_support
 
 from analysis import errors
-from analysis.errors import (classes_getting_worse, confident_mistakes, confusion_matrix, mistake_confidence_by_epoch,
-                             per_class_accuracy_by_epoch, per_class_report, softmax, split_predictions,
-                             suspicious_labels, suspicious_labels_in_run, top_confusions)
+from analysis.errors import (cell_examples, classes_getting_worse, confident_mistakes, confusion_by_epoch,
+                             confusion_matrix, mistake_confidence_by_epoch, per_class_accuracy_by_epoch,
+                             per_class_report, softmax, split_predictions, split_predictions_by_epoch,
+                             suspicious_labels, suspicious_labels_in_run, top_classes, top_confusions)
 from model import runs
 
 LABELS = list(range(10))
 
 
+def loop_confusion(y_true, y_pred, n=10):
+    """The confusion matrix by a plain loop over examples (the reference: no numpy, no sklearn)."""
+    cm = [[0] * n for _ in range(n)]
+    for t, p in zip(y_true, y_pred):
+        cm[int(t)][int(p)] += 1
+    return np.array(cm)
+
+
+def test_confusion_matrix_by_hand():
+    got = confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], num_classes=3)
+    np.testing.assert_array_equal(got, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(confusion_matrix([], []), np.zeros((10, 10)))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_confusion_matrix_matches_sklearn(seed):
+def test_confusion_matrix_matches_a_loop(seed):
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 8, 400)               # classes 8, 9 never true
     y_pred = rng.choice([0, 1, 2, 3, 5, 9], 400)   # classes 4, 6, 7, 8 never predicted
     got = confusion_matrix(y_true, y_pred)
-    np.testing.assert_array_equal(got, sk_confusion_matrix(y_true, y_pred, labels=LABELS))
     assert got.shape == (10, 10)
+    np.testing.assert_array_equal(got, loop_confusion(y_true, y_pred))
+
+
+def test_per_class_report_by_hand():
+    # class 0: 2 true, predicted 4 times, 2 right -> precision 1/2, recall 1, f1 2/3
+    # class 1: 2 true, predicted once, right once -> precision 1, recall 1/2, f1 2/3
+    # class 2: 1 true, never predicted -> 0 / 0 / 0 (zero_division=0); class 3: no examples, never predicted
+    got = per_class_report([0, 0, 1, 1, 2], [0, 0, 1, 0, 0], num_classes=4)
+    assert list(got.index) == [0, 1, 2, 3] and list(got.columns) == ["precision", "recall", "f1", "support"]
+    np.testing.assert_allclose(got["precision"], [0.5, 1, 0, 0])
+    np.testing.assert_allclose(got["recall"], [1, 0.5, 0, 0])
+    np.testing.assert_allclose(got["f1"], [2 / 3, 2 / 3, 0, 0])
+    np.testing.assert_array_equal(got["support"], [2, 2, 1, 0])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_per_class_report_matches_sklearn(seed):
+def test_per_class_report_matches_the_definitions(seed):
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 8, 300)
     y_pred = np.where(rng.random(300) < 0.6, y_true, rng.choice([0, 1, 2, 9], 300))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=LABELS, zero_division=0)
     got = per_class_report(y_true, y_pred)
-    assert list(got.index) == LABELS and list(got.columns) == ["precision", "recall", "f1", "support"]
-    np.testing.assert_allclose(got["precision"], p)
-    np.testing.assert_allclose(got["recall"], r)
-    np.testing.assert_allclose(got["f1"], f)
-    np.testing.assert_array_equal(got["support"], s)
+    for c in LABELS:                                 # precision, recall, F1 written out per class
+        tp = int(np.sum((y_true == c) & (y_pred == c)))
+        predicted, support = int(np.sum(y_pred == c)), int(np.sum(y_true == c))
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert got.loc[c].tolist() == pytest.approx([precision, recall, f1, support])
 
 
 def test_confusion_matrix_rejects_bad_input():
@@ -71,14 +98,43 @@ def test_confident_mistakes_hand_built():
     assert len(confident_mistakes(probs, np.array([0, 1, 0, 1, 1]))) == 0
 
 
-def test_softmax_matches_scipy_and_is_stable():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(0, 5, (50, 10)).astype(np.float16)
-    got = softmax(logits)
+def test_softmax_by_hand_and_stable():
+    got = softmax(np.array([[0.0, np.log(3.0)], [2.0, 2.0]], dtype=np.float16))
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, scipy.special.softmax(logits.astype(np.float64), axis=1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got, [[0.25, 0.75], [0.5, 0.5]], rtol=1e-3)
     big = softmax(np.array([[1000.0, 0.0, -1000.0]]))
     np.testing.assert_allclose(big, [[1.0, 0.0, 0.0]])
+
+
+def test_cell_examples_by_hand():
+    probs = np.array([[0.7, 0.3], [0.4, 0.6], [0.1, 0.9], [0.45, 0.55], [0.8, 0.2], [0.4, 0.6]])
+    y = np.array([0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(cell_examples(probs, y, 0, 1), [2, 1, 3])   # .9, .6, .55
+    np.testing.assert_array_equal(cell_examples(probs, y, 1, 0), [4])
+    np.testing.assert_array_equal(cell_examples(probs, y, 1, 1), [5])
+    assert len(cell_examples(probs, y, 0, 0)) == 1
+    assert cell_examples(probs, np.array([1, 1, 1, 1, 1, 0]), 0, 0).tolist() == []
+
+
+def test_top_classes_by_hand():
+    classes, top = top_classes(np.array([0.1, 0.5, 0.1, 0.3]), 3)
+    assert classes.tolist() == [1, 3, 0] and top.tolist() == pytest.approx([0.5, 0.3, 0.1])   # tie: lower class
+    classes, top = top_classes(np.array([[0.2, 0.8], [0.6, 0.4]]), 1)
+    assert classes.tolist() == [[1], [0]] and top.ravel().tolist() == pytest.approx([0.8, 0.6])
+
+
+def test_per_class_accuracy_and_mistake_confidence_by_hand():
+    cms = {2: np.array([[3, 1], [0, 0]]), 1: np.array([[1, 1], [1, 3]])}
+    acc = per_class_accuracy_by_epoch(cms)
+    assert list(acc.index) == [1, 2] and list(acc.columns) == [0, 1, "all"]
+    assert acc.loc[1].tolist() == pytest.approx([0.5, 0.75, 4 / 6])
+    assert acc.loc[2, 0] == pytest.approx(0.75) and np.isnan(acc.loc[2, 1]) and acc.loc[2, "all"] == pytest.approx(0.75)
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    mc = mistake_confidence_by_epoch({5: (probs, np.array([0, 0, 0])), 4: (probs, np.array([0, 1, 0]))})
+    assert mc["epoch"].tolist() == [4, 5]
+    assert mc.iloc[1][["wrong_confidence", "right_confidence", "n_wrong", "n_right"]].tolist() == \
+        pytest.approx([0.7, 0.75, 1, 2])
+    assert np.isnan(mc.iloc[0]["wrong_confidence"]) and mc.iloc[0]["n_right"] == 3
 
 
 def test_suspicious_labels_hand_built():
@@ -138,42 +194,51 @@ def test_split_predictions_on_fixture(fixture_run, mnist_root):
 
 
 def test_per_class_accuracy_by_epoch_on_fixture(fixture_run):
-    acc = per_class_accuracy_by_epoch(fixture_run)
+    acc = per_class_accuracy_by_epoch(confusion_by_epoch(split_predictions_by_epoch(fixture_run)))
     assert list(acc.index) == [1, 2, 3] and list(acc.columns) == [*range(10), "all"]
-    metrics = runs.load_metrics(fixture_run)
+    metrics = pd.read_csv(fixture_run / "metrics.csv")
     # the trainer measured val accuracy from float32 logits; we read float16 ones: allow a flip or two
     np.testing.assert_allclose(acc["all"].to_numpy(), metrics["val_acc"].to_numpy(), atol=0.005)
     # per-class accuracy by hand from the raw file
-    p = runs.load_predictions(fixture_run, 2)
-    pred, y = p["val_logits"].astype(np.float32).argmax(1), p["val_labels"]
+    with np.load(fixture_run / "predictions" / "epoch_002.npz") as p:
+        pred, y = p["val_logits"].astype(np.float32).argmax(1), p["val_labels"]
     for c in range(10):
         assert acc.at[2, c] == pytest.approx((pred[y == c] == c).mean())
 
 
 def test_mistake_confidence_by_epoch_on_fixture(fixture_run):
-    got = mistake_confidence_by_epoch(fixture_run)
+    got = mistake_confidence_by_epoch(split_predictions_by_epoch(fixture_run))
     assert got["epoch"].tolist() == [1, 2, 3]
     assert (got["n_wrong"] + got["n_right"] == 500).all()
-    p = runs.load_predictions(fixture_run, 3)
-    probs = scipy.special.softmax(p["val_logits"].astype(np.float64), axis=1)
-    wrong = probs.argmax(1) != p["val_labels"]
+    with np.load(fixture_run / "predictions" / "epoch_003.npz") as p:
+        z, y = p["val_logits"].astype(np.float64), p["val_labels"]
+    probs = np.exp(z - z.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    wrong = probs.argmax(1) != y
     assert got.iloc[2]["wrong_confidence"] == pytest.approx(probs.max(1)[wrong].mean(), rel=1e-4)
     assert got.iloc[2]["right_confidence"] == pytest.approx(probs.max(1)[~wrong].mean(), rel=1e-4)
 
 
 def test_suspicious_labels_in_run_on_fixture(fixture_run):
-    got = suspicious_labels_in_run(fixture_run, last=2, threshold=0.5)
+    by_epoch = split_predictions_by_epoch(fixture_run)
+    got = suspicious_labels_in_run(by_epoch, last=2, threshold=0.5)
     assert list(got.columns) == ["position", "index", "label", "predicted", "confidence", "label_prob"]
     assert (got["predicted"] != got["label"]).all() and (got["confidence"] >= 0.5).all()
     assert (got["index"] >= 50000).all()
+    expected = suspicious_labels([by_epoch[2][0], by_epoch[3][0]], by_epoch[3][1], 0.5, index=by_epoch[3][2])
+    pd.testing.assert_frame_equal(got, expected)
 
 
-def test_read_predictions_is_read_only_and_sees_new_files(copy_run):
+def test_nothing_is_memoised_a_rewritten_file_is_read_again(copy_run):
     run = copy_run()
-    first = errors.read_predictions(run, 1)
-    with pytest.raises(ValueError):
-        first["val_logits"][0, 0] = 1.0
+    before, _, _ = split_predictions(run, 1)
     changed = dict(runs.load_predictions(run, 1))
     changed["val_logits"] = np.zeros_like(changed["val_logits"])
     runs.atomic_save_npz(runs.predictions_path(run, 1), **changed)
-    assert not errors.read_predictions(run, 1)["val_logits"].any()
+    after, _, _ = split_predictions(run, 1)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, 0.1)                                  # uniform over 10 classes
+    assert not [n for n in vars(errors) if "memo" in n or n == "_read"]    # no private cache in analysis
+    runs.atomic_save_npz(runs.predictions_path(run, 1), foo=np.zeros(1))
+    with pytest.raises(runs.RunError, match="epoch_001.npz.*val_logits"):
+        split_predictions(run, 1)
