@@ -83,7 +83,7 @@ def png(array_: np.ndarray) -> bytes:
 
 # ----------------------------------------------------------------------------- attributions
 
-ATTR_FAST = {"attr_split": "test", "attr_methods": ["saliency"], "attr_ig_steps": 8}
+ATTR_FAST = {"example_split": "test", "attr_methods": ["saliency"], "attr_ig_steps": 8}
 
 
 def test_attributions_renders_with_trust_figures(app, fixture_run):
@@ -156,7 +156,7 @@ def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
     at.run()
     at.switch_page("app_pages/attributions.py").run()
     ok(at)
-    assert at.session_state["attr_index"] == 7
+    assert at.session_state["example_index"] == 7 and at.number_input(key="attr_index").value == 7
 
     # "most confident mistakes" picks the wrong prediction with the highest probability
     epoch = at.session_state["epoch"]
@@ -168,7 +168,8 @@ def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
     at.selectbox(key="attr_f_order").set_value("most confident mistakes").run()
     at.button(key="attr_f_go").click().run()
     ok(at)
-    assert at.session_state["attr_index"] == expected
+    assert at.session_state["example_index"] == expected
+    assert at.number_input(key="attr_index").value == expected
 
     # class mean: Captum's saliency averaged over the first N test images of the class
     at.session_state["attr_view"] = "Class means"
@@ -197,7 +198,7 @@ def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
     np.testing.assert_allclose(heatmap(at, "attr_adv_img"), adv[0, 0].numpy(), atol=1e-6)
 
 
-# ----------------------------------------------------------------------------- filters & activations
+# ----------------------------------------------------------------------------- kernels & activations
 
 FILT_FAST = {"filt_topn": 1000, "filt_am_steps": 50, "filt_emb_n": 500}
 
@@ -208,11 +209,19 @@ def test_filters_kernels_follow_the_epoch(app, fixture_run):
     epoch = at.session_state["epoch"]
 
     def kernels_shown() -> np.ndarray:
-        z = heatmap(at, "filt_kernels")                                    # 4x8 mosaic with 1-px gaps
-        return np.stack([z[r * 4:r * 4 + 3, c * 4:c * 4 + 3] for r in range(4) for c in range(8)])
+        z = heatmap(at, "filt_kernels")                  # 4x8 mosaic: a 1-row header above each 3x3, 1-px gaps
+        return np.stack([z[1 + r * 5:1 + r * 5 + 3, c * 4:c * 4 + 3] for r in range(4) for c in range(8)])
 
     weights = runs.load_state_dict(fixture_run, epoch)["conv1.weight"][:, 0].numpy()
     np.testing.assert_allclose(kernels_shown(), weights, rtol=1e-6)
+    # every kernel numbered, centred above its 3x3
+    labels = {a["text"]: (a["x"], a["y"]) for a in chart(at, "filt_kernels")["layout"]["annotations"]}
+    assert labels == {str(k): ((k % 8) * 4 + 1, (k // 8) * 5) for k in range(32)}
+    # the words table: one row per kernel, weight range from the checkpoint
+    table = at.dataframe(key="filt_kernel_words").value
+    assert list(table["kernel"]) == list(range(32))
+    assert table.loc[3, "weights"] == f"{weights[3].min():.3f} … {weights[3].max():.3f}"
+    assert table["responds_to"].str.len().min() > 0
     first = runs.checkpoint_epochs(fixture_run)[0]
     at.sidebar.select_slider(key="epoch").set_value(first).run()
     ok(at)
@@ -242,38 +251,63 @@ def test_filters_kernels_follow_the_epoch(app, fixture_run):
 
 
 def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
-    at = app("filters", filt_view="Walk-through", filt_walk_index=4, filt_conv_channel=3, filt_conv_row=9,
-             filt_conv_col=11, **FILT_FAST)
+    from dashboard.walkthrough import clicked_unit
+    # the shared example (test #4, as every page names it) and one conv1 unit preset by its inputs
+    at = app("filters", filt_view="Walk-through", example_split="test", example_index=4, filt_conv_channel=3,
+             filt_conv_row=9, filt_conv_col=11, **FILT_FAST)
     ok(at)
+    assert (at.session_state["filt_split"], at.session_state["filt_index"]) == ("test", 4)
     epoch = at.session_state["epoch"]
     model = model_at(fixture_run, epoch)
-    raw = load_raw()
-    x = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][4:5].copy()))
+    x = split_image(4, fixture_run)
     with torch.no_grad():
         probs = torch.softmax(model(x), 1)[0].numpy()
-        conv1 = model.conv1(x)[0].numpy()                                  # (32,26,26)
+        conv1 = F.conv2d(x, model.conv1.weight, model.conv1.bias)[0].numpy()     # (32,26,26)
+    assert "test #4 · label" in " ".join(captions(at))
     np.testing.assert_allclose(array(chart(at, "filt_walk_stage_softmax")["data"][0]["y"]), probs, rtol=1e-4, atol=1e-7)
-    expected = conv1[3, 9, 11]
     text = markdown(at)
-    assert "Multiply and sum" in text and f"gives **{expected:.4f}**" in text
+    assert "Multiply and sum" in text and f"gives **{conv1[3, 9, 11]:.4f}**, conv1 channel 3 at row 9, column 11 " \
+        "of test #4." in text
     shapes = {"conv1": "32×26×26", "pool1": "32×13×13", "conv2": "64×11×11", "pool2": "64×5×5"}
     for stage, shape in shapes.items():
         assert shape in chart(at, f"filt_walk_stage_{stage}")["layout"]["title"]["text"]
+    # why fc1 is wider than its input, in one sentence
+    assert any("fc1 (4608 units) is wider than its input (1600 pooled values)" in c.value
+               and "small-fc variant uses 128" in c.value for c in at.caption)
 
-    at.number_input(key="filt_conv_channel").set_value(5).run()            # another kernel, same pixel
+    # the conv1 mosaic: a click on a unit names the kernel, the row and the column at once
+    fig = chart(at, "filt_walk_stage_conv1")
+    z, points = array(fig["data"][0]["z"]), fig["data"][1]
+    cells = array(points["customdata"])                                      # channel, row, col, value
+    i = int(np.flatnonzero((cells[:, 0] == 3) & (cells[:, 1] == 16) & (cells[:, 2] == 11))[0])
+    px, py = array(points["x"])[i], array(points["y"])[i]
+    assert z[int(py), int(px)] == pytest.approx(conv1[3, 16, 11], abs=1e-5)  # the mosaic cell is that unit
+    assert cells[i, 3] == pytest.approx(conv1[3, 16, 11], abs=1e-5)
+    assert clicked_unit({"x": px, "y": py}, conv1.shape, mosaic=True) == (3, 16, 11)
+
+    at.number_input(key="filt_conv_channel").set_value(5).run()            # another kernel, same unit
     ok(at)
     assert f"gives **{conv1[5, 9, 11]:.4f}**" in markdown(at)
+    # another example on this page is the shared example on every page
+    at.number_input(key="filt_index").set_value(7).run()
+    ok(at)
+    assert at.session_state["example_index"] == 7 and "test #7 · label" in " ".join(captions(at))
 
     # the top image of conv2 channel 0: highest max of its post-ReLU map over the first 1000 test images
-    at.session_state["filt_view"] = "conv2 channels"
+    at.session_state["filt_view"] = "conv2 kernels"
     at.run()
     ok(at)
+    raw = load_raw()
     imgs = to_input(torch.from_numpy(raw["t10k-images-idx3-ubyte"][:1000].copy()))
     with torch.no_grad():
         scores = model.relu2(model.conv2(model.pool1(model.relu1(model.conv1(imgs)))))[:, 0].amax(dim=(1, 2))
     top = int(torch.argmax(scores))
     shown = captions(at)
     assert any(c.startswith(f"test #{top} ") for c in shown), shown
+    # the kernel summary: mean |weight| over the 32 input channels, by hand from the checkpoint
+    w2 = runs.load_state_dict(fixture_run, epoch)["conv2.weight"].double().numpy()
+    z = heatmap(at, "filt_conv2")                                             # 8x8 mosaic of 3x3, header 1, gap 1
+    np.testing.assert_allclose(z[1 + 5:1 + 5 + 3, 2 * 4:2 * 4 + 3], np.abs(w2[10]).sum(axis=0) / 32, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- draw a digit
@@ -369,5 +403,43 @@ def test_maps_ticks_constant_maps_and_no_negative_zero():
     assert maps.constant_value(np.zeros((28, 28))) == 0.0
     assert str(maps.constant_value(np.full((3, 3), -0.0))) == "0.0"                  # not "-0.0"
     assert maps.constant_value(np.eye(3)) is None
-    cells = maps.numbers_figure(np.array([[-0.0001, 0.5], [-0.2, 0.0]]), "t").data[0].text
-    assert [list(r) for r in cells] == [["0.000", "0.500"], ["-0.200", "0.000"]]
+    cells = maps.numbers_figure(np.array([[-0.0001, 0.5], [-0.2, 0.0]]), "t").data[1].text
+    assert list(cells) == ["0.000", "0.500", "-0.200", "0.000"]
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two colours given as "#RRGGBB" or "rgb(r, g, b)" (the reference formula)."""
+    def lum(c: str) -> float:
+        rgb = [int(c[i:i + 2], 16) for i in (1, 3, 5)] if c.startswith("#") else \
+            [int(float(v)) for v in c[c.index("(") + 1:-1].split(",")]
+        lin = [v / 255 / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.mark.parametrize("image, signed", [(True, False), (False, True), (False, False)])
+def test_numbers_are_readable_on_their_cells(image, signed):
+    from plotly.colors import sample_colorscale
+    from dashboard import maps
+    values = np.linspace(-1, 1, 25).reshape(5, 5) if signed else np.linspace(0, 1, 25).reshape(5, 5)
+    fig = maps.numbers_figure(values, "t", signed=signed, image=image)
+    heat, text = fig.data[0], fig.data[1]
+    scale = [c[1] for c in heat.colorscale]
+    cells = sample_colorscale([[p, c] for p, c in heat.colorscale],
+                              list(((values - heat.zmin) / (heat.zmax - heat.zmin)).ravel()))
+    assert scale and len(cells) == 25
+    for cell, color in zip(cells, text.textfont.color):
+        assert _contrast(cell, color) >= 4.5, (cell, color)
+    if image:                                    # black cell (0) -> white numbers, white cell (1) -> black numbers
+        assert (text.textfont.color[0], text.textfont.color[-1]) == ("#FFFFFF", "#000000")
+    assert list(fig.layout.xaxis.tickvals) == [0, 1, 2, 3, 4]
+
+
+def test_single_maps_have_row_and_column_ticks():
+    from dashboard import maps
+    fig = maps.image_figure(np.zeros((28, 28)), "t")
+    assert list(fig.layout.xaxis.tickvals) == [0, 5, 10, 15, 20, 25] == list(fig.layout.yaxis.tickvals)
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("column", "row")
+    attr = maps.attribution_figure(np.zeros((26, 26)), signed=True)
+    assert list(attr.layout.yaxis.tickvals) == [0, 5, 10, 15, 20, 25]

@@ -5,11 +5,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.attributions import BASELINES, METHOD_INFO, METHODS
-from analysis.errors import confident_mistakes
+from analysis.examples import ORDERS, OUTCOMES, filter_examples
 from dashboard import cache, maps, state, ui
 
 DEFAULT_METHODS = ["saliency", "integrated_gradients", "gradcam"]
 PREDICTED = -1            # the "explain the predicted class" choice of attr_target
+EXAMPLE_CLASS = -1        # the "the example's true class" choice of attr_mean_class
 MAPS_PER_ROW = 3
 
 sel = state.current()
@@ -60,64 +61,49 @@ def name(method: str) -> str:
 # ----------------------------------------------------------------------------- the example
 
 c1, c2 = st.columns([1, 3])
-split = c1.selectbox("Split", ["val", "test"], key="attr_split",
-                     format_func=lambda s: {"val": "validation", "test": "test"}[s])
-probs, labels, official = cache.split_predictions(run_dir, pred_epoch, split)
-n = len(labels)
-if not isinstance(st.session_state.get("attr_index"), int) or not 0 <= st.session_state["attr_index"] < n:
-    st.session_state["attr_index"] = 0
-index = int(c1.number_input(f"Example (0–{n - 1})", 0, n - 1, key="attr_index",
-                            help="Position in the split, as in links from the Confusion & errors page."))
-
-
-def use_example(position: int) -> None:
-    st.session_state["attr_index"] = int(position)
-
+ex = state.example_picker(sel, "attr", where=c1, epoch=pred_epoch)     # the example every page shares
+split = ex.split
+probs, labels, _ = cache.split_predictions(run_dir, pred_epoch, split)
 
 with c2.expander("Find an example: by class, outcome or confidence"):
     f1, f2, f3, f4 = st.columns(4)
     want_true = f1.selectbox("True class", ["any", *range(10)], key="attr_f_true")
     want_pred = f2.selectbox("Predicted class", ["any", *range(10)], key="attr_f_pred")
-    outcome = f3.selectbox("Outcome", ["any", "correct", "wrong"], key="attr_f_outcome")
-    order = f4.selectbox("Order", ["position", "most confident mistakes"], key="attr_f_order")
+    outcome = f3.selectbox("Outcome", list(OUTCOMES), key="attr_f_outcome")
+    order = f4.selectbox("Order", list(ORDERS), key="attr_f_order")
+    candidates = filter_examples(probs, labels, None if want_true == "any" else want_true,
+                                 None if want_pred == "any" else want_pred, outcome, order)
     predicted = probs.argmax(1)
-    keep = np.ones(n, dtype=bool)
-    if want_true != "any":
-        keep &= labels == want_true
-    if want_pred != "any":
-        keep &= predicted == want_pred
-    if outcome != "any":
-        keep &= (predicted == labels) == (outcome == "correct")
-    if order == "most confident mistakes":
-        candidates = [int(i) for i in confident_mistakes(probs, labels) if keep[i]]
-    else:
-        candidates = [int(i) for i in np.flatnonzero(keep)]
-    if not candidates:
+    if not len(candidates):
         st.caption("No example matches these filters.")
     else:
-        st.caption(f"{len(candidates)} matching examples.")
+        st.caption(f"{len(candidates)} matching examples (predictions of epoch {pred_epoch}).")
         images_all = cache.split_images(run_dir, split)
         first = candidates[:8]
         ui.digit_grid([images_all[i] for i in first],
-                      [f"#{i}: {labels[i]}→{predicted[i]} ({probs[i].max():.2f})" for i in first], columns=8, size=56)
-        pick = st.selectbox("Matches", candidates[:500], key="attr_f_choice",
-                            format_func=lambda i: f"#{i}: true {labels[i]} → predicted {predicted[i]} "
+                      [f"{split} #{i}: {labels[i]}→{predicted[i]} ({probs[i].max():.2f})" for i in first],
+                      columns=8, size=56)
+        # the labels name the example and its prediction at this epoch: the key carries everything they
+        # depend on, so a stored choice is never read back under another epoch's or filter's labels
+        choice_key = f"attr_f_choice_{split}_{pred_epoch}_{want_true}_{want_pred}_{outcome}_{order}"
+        pick = st.selectbox("Matches", [int(i) for i in candidates[:500]], key=choice_key,
+                            format_func=lambda i: f"{split} #{i}: true {labels[i]} → predicted {predicted[i]} "
                                                   f"({probs[i].max():.0%})")
-        st.button("Show this example", key="attr_f_go", on_click=use_example, args=(pick,))
+        st.button("Show this example", key="attr_f_go", on_click=state.set_example, args=(split, pick))
 
-image_u8 = cache.split_images(run_dir, split)[index]                  # (28,28) uint8
+image_u8 = ex.image                                                        # (28,28) uint8
 image = cache.as_float_image(image_u8)
 acts = cache.activations(run_dir, epoch, image)
 model_probs = acts["softmax"]
 pred = int(np.argmax(model_probs))
-true = int(labels[index])
+true = ex.label
 
 h1, h2, h3 = st.columns([1, 1, 3])
-h1.image(ui.digit(image_u8, 140), caption=f"{split} #{index} (official file row {official[index]})")
+h1.image(ui.digit(image_u8, 140), caption=ex.long_name)
 h2.metric("True label", true)
 h2.metric(f"Predicted (epoch {epoch})", pred)
 h2.caption(f"confidence {model_probs[pred]:.1%}")
-h3.plotly_chart(maps.probability_bars(model_probs, "class probabilities", pred, height=220),
+h3.plotly_chart(maps.probability_bars(model_probs, f"{ex.name}: class probabilities", pred, height=220),
                 width="stretch", key="attr_probs")
 if pred != true:
     h2.caption("❌ a mistake")
@@ -126,13 +112,16 @@ if pred != true:
 
 k1, k2, k3, k4 = st.columns([3, 1.4, 1, 1])
 methods = k1.multiselect("Methods", list(METHODS), default=DEFAULT_METHODS, key="attr_methods", format_func=name)
+# Labels never depend on the example: Streamlit keeps a select widget's value as its label, so a label that
+# changed with the example ("predicted (7)") would no longer match when the example changes.
 target_choice = k2.selectbox("Explain class", [PREDICTED, *range(10)], key="attr_target",
-                             format_func=lambda c: f"predicted ({pred})" if c == PREDICTED else f"{c}",
+                             format_func=lambda c: "the predicted class" if c == PREDICTED else f"class {c}",
                              help="Why this class? Pick another class to ask \"why not 7?\".")
 target = pred if target_choice == PREDICTED else int(target_choice)
+k2.caption(f"Explaining **class {target}**" + (" (the prediction)" if target == pred else f"; predicted {pred}"))
 overlay = k3.toggle("Digit outline", value=True, key="attr_overlay")
 trust_on = k4.toggle("Trust checks", value=True, key="attr_trust",
-                     help="Sanity check and deletion curve under each map (a few seconds the first time).")
+                     help="Sanity check and deletion curve under each map: a few seconds the first time, after the maps.")
 
 with st.expander("Method settings"):
     s1, s2, s3, s4 = st.columns(4)
@@ -174,21 +163,49 @@ def sanity_warning(method: str) -> None:
                    "this model learned: do not read it as the model's reasoning.")
 
 
-def trust_curves(method: str, table: pd.DataFrame, deletion: pd.DataFrame) -> go.Figure:
+SANITY_COLUMNS = {"spearman": "rank correlation of |map|", "spearman_signed": "rank correlation of the signed map",
+                  "ssim": "SSIM of |map|"}   # drawn when analysis.trust's table has them
+
+
+def trust_curves(table: pd.DataFrame, deletion: pd.DataFrame) -> go.Figure:
     """The sanity curve (similarity per randomized layer) and the deletion curves, side by side."""
     from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["sanity: similarity to the original map",
-                                                        "deletion: class probability"])
-    for col, label in (("spearman", "rank correlation"), ("ssim", "SSIM")):
-        fig.add_trace(go.Scatter(x=table["randomized"], y=table[col], mode="lines+markers", name=label), 1, 1)
-    for col, label, dash in (("deletion", "most important first", "solid"),
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=["Sanity: similarity to the original map",
+                                        f"Deletion: probability of class {target}"])
+    for col, label in SANITY_COLUMNS.items():
+        if col in table:
+            fig.add_trace(go.Scatter(x=table["randomized"], y=table[col], mode="lines+markers", name=label), 1, 1)
+    for col, label, dash in (("deletion", "most important pixels first", "solid"),
                              ("random_deletion", "random order", "dash"), ("insertion", "insertion", "dot")):
         fig.add_trace(go.Scatter(x=deletion["fraction"], y=deletion[col], mode="lines", name=label,
                                  line=dict(dash=dash)), 1, 2)
-    fig.update_xaxes(title_text="layers randomized (top first)", row=1, col=1)
-    fig.update_xaxes(title_text="share of pixels removed", row=1, col=2)
-    fig.update_layout(height=300, margin=dict(l=4, r=4, t=40, b=4), legend=dict(orientation="h", y=-0.35))
+    fig.update_xaxes(title_text="layers randomized (top first)", automargin=True, row=1, col=1)
+    fig.update_yaxes(title_text="similarity", range=[-1.05, 1.05], automargin=True, row=1, col=1)
+    fig.update_xaxes(title_text="share of pixels removed", tickformat=".0%", automargin=True, row=1, col=2)
+    fig.update_yaxes(title_text="probability", range=[-0.02, 1.02], automargin=True, row=1, col=2)
+    fig.update_annotations(font_size=14)
+    fig.update_layout(height=440, margin=dict(l=70, r=30, t=60, b=130),
+                      legend=dict(orientation="h", x=0, y=-0.3, yanchor="top"))
     return fig
+
+
+@st.dialog("Per-layer sanity curve and deletion curves", width="large")
+def trust_details(method: str) -> None:
+    """The trust figures of one map at full size (opened from the button under the map)."""
+    table, _, sentence = cache.sanity_check(run_dir, epoch, image, method, target, options(method))
+    deletion, summary = cache.deletion_check(run_dir, epoch, image, method, target, options(method))
+    st.markdown(f"**{name(method)} → class {target}** · {ex.name} · epoch {epoch}")
+    st.plotly_chart(trust_curves(table, deletion), width="stretch", key=f"attr_curves_{method}")
+    st.caption(sentence)
+    shown = [c for c in ("stage", "randomized", *SANITY_COLUMNS, "ssim_min") if c in table]
+    config = {"stage": st.column_config.NumberColumn("stage", width="small"),
+              "randomized": st.column_config.TextColumn("layers randomized", width="medium"),
+              **{c: st.column_config.NumberColumn(SANITY_COLUMNS.get(c, "lowest SSIM"), format="%.3f", width="small")
+                 for c in (*SANITY_COLUMNS, "ssim_min")}}
+    st.dataframe(table[shown], hide_index=True, width="stretch", column_config=config, key=f"attr_sanity_{method}")
+    st.caption(f"Deletion AUC {summary['deletion_auc']:.3f}, random order {summary['random_deletion_auc']:.3f}, "
+               f"insertion AUC {summary['insertion_auc']:.3f}.")
 
 
 def render_trust(method: str, delta: float | None) -> None:
@@ -204,9 +221,8 @@ def render_trust(method: str, delta: float | None) -> None:
                  f"{summary['random_deletion_auc']:.3f}: {better}")
     st.markdown("  \n".join(lines))
     st.caption(sentence)
-    with st.popover("Per-layer sanity curve and deletion curves", width="stretch"):
-        st.plotly_chart(trust_curves(method, table, deletion), width="stretch", key=f"attr_curves_{method}")
-        st.dataframe(table, hide_index=True)
+    if st.button("Per-layer sanity curve and deletion curves", key=f"attr_details_{method}", width="stretch"):
+        trust_details(method)
 
 
 def constant_note(attr: np.ndarray, where=st) -> None:
@@ -217,7 +233,8 @@ def constant_note(attr: np.ndarray, where=st) -> None:
                       "for this class by this method.")
 
 
-def render_map(method: str, column, key: str) -> None:
+def render_map(method: str, column, key: str):
+    """Draw one map under its column; return (the empty slot for its trust figures, its convergence delta)."""
     with column:
         attr, delta = cache.attribution(run_dir, epoch, image, method, target, options(method))
         info = METHOD_INFO[method]
@@ -227,8 +244,10 @@ def render_map(method: str, column, key: str) -> None:
         constant_note(attr)
         st.caption(f"{'signed' if info.signed else 'magnitude'} · {info.explanation}")
         sanity_warning(method)
+        slot = st.empty()
         if trust_on:
-            render_trust(method, delta)
+            slot.caption("⏳ Trust figures follow once every map is drawn.")
+    return slot, delta
 
 
 # ----------------------------------------------------------------------------- the views
@@ -241,10 +260,17 @@ view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key=
 if view == "Maps":
     if not methods:
         st.info("Pick at least one method above.")
+    # two passes: every map first (fast), then the trust figures under each (the slow sanity and deletion
+    # checks), so the maps are on screen while the checks run
+    slots = {}
     for start in range(0, len(methods), MAPS_PER_ROW):
         cols = st.columns(MAPS_PER_ROW)
         for col, method in zip(cols, methods[start:start + MAPS_PER_ROW]):
-            render_map(method, col, f"attr_map_{method}")
+            slots[method] = render_map(method, col, f"attr_map_{method}")
+    if trust_on:
+        for method, (slot, delta) in slots.items():
+            with slot.container():
+                render_trust(method, delta)
 
 elif view == "All ten classes":
     all_method = st.selectbox("Method", methods or list(METHODS), key="attr_all_method", format_func=name)
@@ -259,7 +285,10 @@ elif view == "Class means":
     st.markdown("The average map of one method over the first *N* test images of a class, explained towards "
                 "that class, next to the class's mean image. Results are cached in the run folder.")
     m1, m2, m3 = st.columns(3)
-    mean_class = m1.selectbox("Class", list(range(10)), index=true, key="attr_mean_class")
+    mean_choice = m1.selectbox("Class", [EXAMPLE_CLASS, *range(10)], key="attr_mean_class",
+                               format_func=lambda c: "the example's true class" if c == EXAMPLE_CLASS else f"class {c}")
+    mean_class = true if mean_choice == EXAMPLE_CLASS else int(mean_choice)
+    m1.caption(f"class {mean_class}" + (f" (the true class of {ex.name})" if mean_choice == EXAMPLE_CLASS else ""))
     mean_method = m2.selectbox("Method", methods or list(METHODS), key="attr_mean_method", format_func=name)
     mean_n = m3.slider("Images (N)", 5, 500, 50, 5, key="attr_mean_n")
     if st.toggle("Compute the class mean", key="attr_mean_on",
