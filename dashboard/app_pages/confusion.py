@@ -114,7 +114,8 @@ def cell_label(cell: str) -> str:
     if cell == NO_CELL:
         return "— pick a cell —"
     t, p = map(int, cell.split(","))
-    return f"true {t} → predicted {p}{' (right)' if t == p else ''} · {cm[t, p]} examples"
+    # no counts in the label: Streamlit keeps the choice as its label, which must not change with the epoch
+    return f"true {t} → predicted {p}{' (right)' if t == p else ''}"
 
 
 def on_matrix_select() -> None:
@@ -151,6 +152,8 @@ if cell != NO_CELL:
     st.subheader(f"True {t}, predicted {p}: {len(where)} example{'s' if len(where) != 1 else ''}")
     if len(where):
         pages = max(1, -(-len(where) // PAGE_SIZE))
+        if not 1 <= st.session_state.get("conf_gallery_page", 1) <= pages:   # another cell or epoch: fewer pages
+            st.session_state["conf_gallery_page"] = 1
         page = st.number_input("Page", 1, pages, key="conf_gallery_page") if pages > 1 else 1
         shown = where[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
         gallery(shown, [f"#{pos} · {top3(probs[pos])}" for pos in shown])
