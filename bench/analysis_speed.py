@@ -46,8 +46,8 @@ def pick_run(runs_dir: Path) -> Path:
 def diagnostics(probs: np.ndarray, labels: np.ndarray) -> dict:
     """Everything computed per epoch and split from probabilities (N,10) and labels (N,)."""
     pred = probs.argmax(1)
-    cm = errors.confusion_matrix(labels, pred)
-    return {"cm": cm, "report": errors.report_from_confusion(cm), "reliability": reliability(probs, labels)}
+    return {"cm": errors.confusion_matrix(labels, pred), "report": errors.per_class_report(labels, pred),
+            "reliability": reliability(probs, labels)}
 
 
 def run_wide(run_dir: Path) -> dict:
@@ -59,8 +59,7 @@ def run_wide(run_dir: Path) -> dict:
 
 
 def from_saved(run_dir: Path, epochs: list[int]) -> dict:
-    errors.clear_memo()  # cold: read every file
-    out = {}
+    out = {}   # analysis/ keeps no memo: every file is read here, cold
     for e in epochs:
         out[e] = {s: diagnostics(*errors.split_predictions(run_dir, e, s)[:2]) for s in ("val", "test")}
     out["run"] = run_wide(run_dir)

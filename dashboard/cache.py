@@ -1,12 +1,19 @@
 """All Streamlit caching lives here: loaders for runs, models and data, and cached analysis calls.
 
+One path per number: a run file is read by `model.runs`, a result is computed by one function in
+`analysis/`, and this module caches it once; pages and the report call these wrappers and only draw.
+Results derived from other results are built from the cached ones (the confusion matrices of every
+epoch from the cached predictions of each epoch, per-class accuracy from those matrices, ...), so a
+file is read once and a number computed once however many pages and parts of a page show it.
+
 Models are shared objects (`st.cache_resource`, one per (run, epoch), never mutated); tables and
-arrays are `st.cache_data` (each caller gets a copy). Files that grow while a run trains (metrics,
-steps, status) are keyed by their modification time, so a new epoch shows up without a restart.
-Every loader raises model.runs.RunError / data.mnist.DataError for bad files; pages show those.
+arrays are `st.cache_data` (each caller gets a copy). Files that grow or change while a run trains
+(metrics, steps, predictions) are keyed by their modification time, so a new epoch shows up without a
+restart. Every loader raises model.runs.RunError / data.mnist.DataError for bad files; pages show those.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -14,9 +21,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.dataset import class_means
 from data import mnist
 from model import runs
+from model.config import DataConfig
 from model.net import Net
 
 
@@ -44,7 +51,7 @@ def _metrics(run_dir: str, mtime: float) -> pd.DataFrame:
 
 def load_metrics(run_dir: Path | str) -> pd.DataFrame:
     """metrics.csv of a run (re-read when the file changes)."""
-    return _metrics(str(run_dir), _mtime(Path(run_dir) / "metrics.csv"))
+    return _metrics(str(run_dir), _mtime(runs.metrics_path(run_dir)))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -53,7 +60,7 @@ def _steps(run_dir: str, mtime: float) -> pd.DataFrame:
 
 
 def load_steps(run_dir: Path | str) -> pd.DataFrame:
-    return _steps(str(run_dir), _mtime(Path(run_dir) / "steps.csv"))
+    return _steps(str(run_dir), _mtime(runs.steps_path(run_dir)))
 
 
 def load_status(run_dir: Path | str) -> dict:
@@ -67,8 +74,13 @@ def load_config(run_dir: str) -> runs.RunConfig:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def load_predictions(run_dir: str, epoch: int) -> dict[str, np.ndarray]:
+def _predictions(run_dir: str, epoch: int, mtime: float) -> dict[str, np.ndarray]:
     return runs.load_predictions(Path(run_dir), epoch)
+
+
+def load_predictions(run_dir: Path | str, epoch: int) -> dict[str, np.ndarray]:
+    """The arrays of predictions/epoch_NNN.npz (the one cached read of a predictions file)."""
+    return _predictions(str(run_dir), int(epoch), _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
 
 
 def checkpoint_epochs(run_dir: Path | str) -> list[int]:
@@ -99,16 +111,15 @@ def data_root() -> Path:
 
 
 def split_images(run_dir: str, split: str) -> np.ndarray:
-    """uint8 images (N,28,28) of a run's val/test/train predictions, in the order of the npz arrays.
+    """uint8 images (N,28,28) of a run's val or test predictions, in the order of the saved arrays.
 
-    Uses the `<split>_index` saved with the predictions and the run's val_source.
+    Uses the `<split>_index` saved with the last epoch's predictions and the run's data protocol.
     """
-    cfg = load_config(run_dir)
     epochs = prediction_epochs(run_dir)
     if not epochs:
         raise runs.RunError(Path(run_dir) / "predictions", "no predictions saved")
-    index = load_predictions(run_dir, epochs[-1])[f"{split}_index"]
-    return official_images(cfg.data.official_file(split), index)
+    _, _, index = split_predictions(run_dir, epochs[-1], split)
+    return official_images(load_config(str(run_dir)).data.official_file(split), index)
 
 
 # ---- part 1: runs, curves, overfitting, data, confusion ----
@@ -118,21 +129,10 @@ def _predictions_key(run_dir: str) -> tuple[tuple[int, float], ...]:
     return tuple((e, _mtime(runs.predictions_path(Path(run_dir), e))) for e in runs.prediction_epochs(run_dir))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _diagnosis(run_dir: str, mtime: float):
-    from analysis.overfitting import diagnose
-    return diagnose(runs.load_metrics(Path(run_dir)))
-
-
-def diagnosis(run_dir: str):
-    """analysis.overfitting.diagnose of a run's metrics (ValueError when there is too little to diagnose)."""
-    return _diagnosis(str(run_dir), _mtime(Path(run_dir) / "metrics.csv"))
-
-
 @st.cache_data(show_spinner=False, max_entries=128)
 def _split_predictions(run_dir: str, epoch: int, split: str, mtime: float):
-    from analysis.errors import split_predictions
-    return split_predictions(run_dir, epoch, split)
+    from analysis.errors import split_arrays
+    return split_arrays(load_predictions(run_dir, epoch), split, runs.predictions_path(Path(run_dir), epoch))
 
 
 def split_predictions(run_dir: str, epoch: int, split: str = "val") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,29 +141,164 @@ def split_predictions(run_dir: str, epoch: int, split: str = "val") -> tuple[np.
                               _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
 
 
+def split_predictions_by_epoch(run_dir: str, split: str = "val", last: int | None = None
+                               ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{epoch: split_predictions(...)} of every epoch with predictions (only the `last` ones if given)."""
+    epochs = prediction_epochs(run_dir)
+    if not epochs:
+        raise runs.RunError(Path(run_dir) / "predictions", "no prediction files yet")
+    return {e: split_predictions(run_dir, e, split) for e in (epochs[-last:] if last else epochs)}
+
+
+def _accepts(func, name: str) -> bool:
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _diagnosis(run_dir: str, split: str, metrics_mtime: float, key: tuple):
+    """(Diagnosis, None) or (None, the ValueError's message): a run too short to diagnose is cached too."""
+    from analysis import overfitting
+    metrics = load_metrics(run_dir)
+    extra = {}
+    if key and _accepts(overfitting.diagnose, "class_accuracy_by_epoch"):
+        try:
+            extra["class_accuracy_by_epoch"] = class_accuracy_by_epoch(run_dir, split)
+        except runs.RunError:
+            pass     # unreadable predictions: diagnose from the metrics alone
+    try:
+        return overfitting.diagnose(metrics, **extra), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def diagnosis(run_dir: str, split: str = "val"):
+    """analysis.overfitting.diagnose of a run's metrics (with the per-class accuracy of `split` over epochs
+    when diagnose takes it, for spike detection). ValueError when there is too little to diagnose."""
+    from analysis import overfitting
+    key = _predictions_key(str(run_dir)) if _accepts(overfitting.diagnose, "class_accuracy_by_epoch") else ()
+    diag, problem = _diagnosis(str(run_dir), split, _mtime(runs.metrics_path(run_dir)), key)
+    if diag is None:
+        raise ValueError(problem)
+    return diag
+
+
+def best_epoch(run_dir: str) -> int | None:
+    """The best epoch (lowest validation loss, `diagnosis`); the last epoch when the metrics cannot be
+    diagnosed; None without a finished epoch. RunError when metrics.csv cannot be read."""
+    try:
+        return diagnosis(run_dir).best_epoch
+    except ValueError:
+        metrics = load_metrics(run_dir)
+        return int(metrics["epoch"].iloc[-1]) if len(metrics) else None
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _run_summary(run_dir: str, metrics_mtime: float, key: tuple):
+    from analysis.curves import run_summary
+    return run_summary(load_metrics(run_dir), best_epoch(run_dir))
+
+
+def run_summary(run_dir: str):
+    """analysis.curves.run_summary of a run at its best epoch (RunError when metrics.csv cannot be read)."""
+    return _run_summary(str(run_dir), _mtime(runs.metrics_path(run_dir)), _predictions_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _confusion(run_dir: str, epoch: int, split: str, mtime: float) -> np.ndarray:
+    from analysis import errors
+    probs, labels, _ = split_predictions(run_dir, epoch, split)
+    return errors.confusion_matrix(labels, probs.argmax(1))
+
+
+def confusion(run_dir: str, epoch: int, split: str = "val") -> np.ndarray:
+    """analysis.errors.confusion_matrix (10,10) of val or test at an epoch."""
+    return _confusion(str(run_dir), int(epoch), split, _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _class_report(run_dir: str, epoch: int, split: str, mtime: float) -> pd.DataFrame:
+    from analysis import errors
+    probs, labels, _ = split_predictions(run_dir, epoch, split)
+    return errors.per_class_report(labels, probs.argmax(1))
+
+
+def class_report(run_dir: str, epoch: int, split: str = "val") -> pd.DataFrame:
+    """analysis.errors.per_class_report (precision, recall, f1, support per class) at an epoch."""
+    return _class_report(str(run_dir), int(epoch), split, _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
+
+
+def top_confusions(run_dir: str, epoch: int, split: str = "val", k: int = 10) -> pd.DataFrame:
+    """analysis.errors.top_confusions of the cached confusion matrix (cheap: not cached itself)."""
+    from analysis import errors
+    return errors.top_confusions(confusion(run_dir, epoch, split), k)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _cell_examples(run_dir: str, epoch: int, split: str, true_class: int, predicted_class: int,
+                   mtime: float) -> np.ndarray:
+    from analysis import errors
+    probs, labels, _ = split_predictions(run_dir, epoch, split)
+    return errors.cell_examples(probs, labels, true_class, predicted_class)
+
+
+def cell_examples(run_dir: str, epoch: int, split: str, true_class: int, predicted_class: int) -> np.ndarray:
+    """analysis.errors.cell_examples: positions in one confusion cell, most confident first."""
+    return _cell_examples(str(run_dir), int(epoch), split, int(true_class), int(predicted_class),
+                          _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _confident_mistakes(run_dir: str, epoch: int, split: str, k: int | None, mtime: float) -> np.ndarray:
+    from analysis import errors
+    probs, labels, _ = split_predictions(run_dir, epoch, split)
+    return errors.confident_mistakes(probs, labels, k)
+
+
+def confident_mistakes(run_dir: str, epoch: int, split: str = "val", k: int | None = None) -> np.ndarray:
+    """analysis.errors.confident_mistakes: positions of wrong predictions, most confident first."""
+    return _confident_mistakes(str(run_dir), int(epoch), split, k,
+                               _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _reliability(run_dir: str, epoch: int, split: str, mtime: float):
+    from analysis.calibration import reliability as compute
+    probs, labels, _ = split_predictions(run_dir, epoch, split)
+    table, ece = compute(probs, labels)
+    return table, ece
+
+
+def reliability(run_dir: str, epoch: int, split: str = "val") -> tuple[pd.DataFrame, float]:
+    """(table, ece) of analysis.calibration.reliability at an epoch."""
+    return _reliability(str(run_dir), int(epoch), split, _mtime(runs.predictions_path(Path(run_dir), int(epoch))))
+
+
 @st.cache_data(show_spinner="Reading every epoch's predictions…", max_entries=32)
 def _by_epoch(what: str, run_dir: str, split: str, key: tuple) -> object:
     from analysis import calibration, errors
     if what == "confusion":
-        return errors.confusion_by_epoch(run_dir, split)
+        return {e: confusion(run_dir, e, split) for e in prediction_epochs(run_dir)}
     if what == "class_accuracy":
-        return errors.per_class_accuracy_by_epoch(run_dir, split)
+        return errors.per_class_accuracy_by_epoch(confusion_by_epoch(run_dir, split))
     if what == "mistake_confidence":
-        return errors.mistake_confidence_by_epoch(run_dir, split)
+        return errors.mistake_confidence_by_epoch(split_predictions_by_epoch(run_dir, split))
     if what == "calibration":
         return calibration.calibration_by_epoch(run_dir, split)
     if what == "suspicious":
-        return errors.suspicious_labels_in_run(run_dir, split)
+        return errors.suspicious_labels_in_run(split_predictions_by_epoch(run_dir, split, last=3))
     raise ValueError(what)
 
 
 def confusion_by_epoch(run_dir: str, split: str = "val") -> dict[int, np.ndarray]:
-    """{epoch: confusion matrix (10,10)} for every epoch with predictions."""
+    """{epoch: confusion matrix (10,10)} for every epoch with predictions (each one `confusion`)."""
     return _by_epoch("confusion", str(run_dir), split, _predictions_key(str(run_dir)))
 
 
 def class_accuracy_by_epoch(run_dir: str, split: str = "val") -> pd.DataFrame:
-    """Per-class accuracy per epoch (index epoch, columns 0..9 and "all")."""
+    """Per-class accuracy per epoch (index epoch, columns 0..9 and "all"), from `confusion_by_epoch`."""
     return _by_epoch("class_accuracy", str(run_dir), split, _predictions_key(str(run_dir)))
 
 
@@ -180,15 +315,34 @@ def suspicious_labels(run_dir: str, split: str = "val") -> pd.DataFrame:
     return _by_epoch("suspicious", str(run_dir), split, _predictions_key(str(run_dir)))
 
 
-@st.cache_data(show_spinner="Reading the training dynamics…", max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=32)
+def _classes_getting_worse(run_dir: str, split: str, min_drop: float, key: tuple) -> pd.DataFrame:
+    from analysis.errors import classes_getting_worse as worse
+    return worse(class_accuracy_by_epoch(run_dir, split), min_drop=min_drop)
+
+
+def classes_getting_worse(run_dir: str, split: str = "val", min_drop: float = 0.0) -> pd.DataFrame:
+    """analysis.errors.classes_getting_worse of `class_accuracy_by_epoch`."""
+    return _classes_getting_worse(str(run_dir), split, float(min_drop), _predictions_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner="Reading the training dynamics…", max_entries=8)
+def _training_dynamics(run_dir: str, key: tuple):
+    from analysis.dynamics import training_dynamics
+    return training_dynamics(run_dir)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def _dynamics(what: str, run_dir: str, key: tuple) -> pd.DataFrame:
     from analysis import dynamics
     if what == "forgetting":
-        return dynamics.forgetting_by_class(run_dir)
+        d = _training_dynamics(run_dir, key)
+        return dynamics.forgetting_table(d.correct, d.labels)
     if what == "most_forgotten":
         return dynamics.most_forgotten(run_dir, k=24)
     if what == "cartography":
-        return dynamics.cartography(run_dir)
+        d = _training_dynamics(run_dir, key)
+        return dynamics.cartography_table(d.true_prob, d.correct, d.labels, d.index)
     raise ValueError(what)
 
 
@@ -218,7 +372,7 @@ def official_images(file: str, index: np.ndarray) -> np.ndarray:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _cartography_figure(run_dir: str, sample_size: int, key: tuple):
     from analysis.dynamics import AMBIGUOUS_VARIABILITY, EASY_CONFIDENCE
-    from dashboard.report import cartography_figure
+    from dashboard.figures import cartography_figure
     carto = cartography(run_dir)
     sample = carto if len(carto) <= sample_size else carto.sample(sample_size, random_state=0).sort_index()
     x_max = max(0.5, float(carto["variability"].max()) * 1.05)
@@ -235,7 +389,7 @@ def cartography_figure(run_dir: str, sample_size: int = 20000):
 
 @st.cache_resource(show_spinner="Building the animation…", max_entries=8)
 def _confusion_animation(run_dir: str, split: str, normalize: bool, key: tuple):
-    from dashboard.report import confusion_animation
+    from dashboard.figures import confusion_animation
     cms = confusion_by_epoch(run_dir, split)
     return confusion_animation(cms, normalize) if len(cms) > 1 else None
 
@@ -251,19 +405,36 @@ def mnist_check(root: str) -> dict:
     return {"source": mnist.source_info(root), "problems": mnist.verify(root), "expected": dict(mnist.FILES)}
 
 
+def _file_sizes(raw: dict[str, np.ndarray]) -> dict[str, int]:
+    return {"train": len(raw["train-labels-idx1-ubyte"]), "test": len(raw["t10k-labels-idx1-ubyte"])}
+
+
+@st.cache_data(show_spinner=False)
+def split_rows(split_kind: str, root: str | None = None) -> dict[str, tuple[str, int, int]]:
+    """analysis.dataset.split_rows of a protocol: {part: (official file, first row, end row)}."""
+    from analysis.dataset import split_rows as rows
+    return rows(DataConfig(split_kind), _file_sizes(load_raw_mnist(root)))
+
+
 @st.cache_data(show_spinner=False)
 def split_labels(split_kind: str, root: str | None = None) -> dict[str, np.ndarray]:
-    """Labels of the train / val / test splits of the "classic" or "seed" protocol (see data.mnist)."""
+    """Labels of the train / val / test splits of the "classic" or "seed" protocol (see `split_rows`)."""
     raw = load_raw_mnist(root)
-    train, test = raw["train-labels-idx1-ubyte"], raw["t10k-labels-idx1-ubyte"]
-    if split_kind == "seed":
-        return {"train": train, "val": test, "test": test}
-    return {"train": train[:50000], "val": train[50000:], "test": test}
+    files = {"train": raw["train-labels-idx1-ubyte"], "test": raw["t10k-labels-idx1-ubyte"]}
+    return {part: files[file][start:stop] for part, (file, start, stop) in split_rows(split_kind, root).items()}
+
+
+@st.cache_data(show_spinner=False)
+def class_counts(split_kind: str, root: str | None = None) -> pd.DataFrame:
+    """analysis.dataset.class_counts of the protocol's splits (index class, one column per split)."""
+    from analysis.dataset import class_counts as counts
+    return counts(split_labels(split_kind, root))
 
 
 @st.cache_data(show_spinner="Averaging the images of each class…")
 def class_mean_images(root: str | None = None) -> np.ndarray:
     """(10,28,28) float: the mean of the official training images of each class."""
+    from analysis.dataset import class_means
     raw = load_raw_mnist(root)
     images, labels = raw["train-images-idx3-ubyte"], raw["train-labels-idx1-ubyte"]
     return class_means(images, labels)
@@ -460,3 +631,32 @@ def embedding_2d(run_dir: str, epoch: int, method: str = "pca", n: int = 1000) -
     """{"xy": (n,2), "index": (n,) into the official test file, "labels": (n,)} of the fc1 features."""
     from analysis.internals import embedding_2d_cached
     return embedding_2d_cached(run_dir, epoch, method, n=n)
+
+
+# ---- filters page
+# The Kernels & activations page and the walk-through (also on the Draw page): kernel descriptions,
+# the conv2 kernel summary, and one conv1 unit computed by hand.
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def kernel_descriptions(run_dir: str, epoch: int) -> pd.DataFrame:
+    """analysis.kernels.describe_kernels of conv1 at an epoch: kernel, responds_to, kind, r, low, high."""
+    from analysis.kernels import describe_kernels
+    return describe_kernels(conv_kernels(run_dir, epoch, "conv1"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def conv2_kernel_summary(run_dir: str, epoch: int) -> np.ndarray:
+    """(64,3,3): each conv2 kernel's mean |weight| over its input channels (analysis.kernels)."""
+    from analysis.kernels import mean_abs_over_inputs
+    return mean_abs_over_inputs(conv_kernels(run_dir, epoch, "conv2"))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _conv1_unit(run_dir: str, epoch: int, image: np.ndarray, channel: int, row: int, col: int) -> dict:
+    from analysis.internals import conv1_at
+    return conv1_at(load_model(run_dir, epoch), image, channel, row, col)
+
+
+def conv1_unit(run_dir: str, epoch: int, image: np.ndarray, channel: int, row: int, col: int) -> dict:
+    """analysis.internals.conv1_at: one conv1 unit's window, kernel, products, sum, bias, output, and "seen"."""
+    return _conv1_unit(str(run_dir), int(epoch), as_float_image(image), int(channel), int(row), int(col))

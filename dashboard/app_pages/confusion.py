@@ -2,8 +2,8 @@
 import numpy as np
 import streamlit as st
 
-from analysis.errors import confident_mistakes, confusion_matrix, per_class_report, top_confusions
-from dashboard import cache, report, state, ui
+from analysis.errors import top_classes
+from dashboard import cache, figures, state, ui
 from model.runs import RunError
 
 PAGE_SIZE = 24
@@ -65,7 +65,7 @@ except RunError as e:
              "Pick another epoch in the sidebar; the Training curves page still works.")
     st.stop()
 pred = probs.argmax(1)
-cm = confusion_matrix(labels, pred)
+cm = cache.confusion(run_dir, epoch, split)
 
 
 def images_of(split_name: str) -> np.ndarray | None:
@@ -102,8 +102,8 @@ def gallery(positions: np.ndarray, captions: list[str], columns: int = 8, links:
 
 def top3(p: np.ndarray) -> str:
     """The three highest probabilities as compact tokens, "6:73% 0:15% 5:8%" (wraps only between tokens)."""
-    order = np.argsort(-p)[:3]
-    return " ".join(f"{c}:{p[c]:.0%}" for c in order)
+    classes, top = top_classes(p, 3)
+    return " ".join(f"{c}:{q:.0%}" for c, q in zip(classes, top))
 
 
 # ----------------------------------------------------------------------------- the matrix and its cells
@@ -132,7 +132,7 @@ def on_matrix_select() -> None:
 left, right = st.columns([3, 2])
 with left:
     set_name = "Test (= validation)" if val_is_test else "Validation" if split == "val" else "Test"
-    fig = report.confusion_figure(cm, normalize, title=f"{set_name} set, "
+    fig = figures.confusion_figure(cm, normalize, title=f"{set_name} set, "
                                                        f"epoch {epoch}: {int(np.trace(cm))} of {int(cm.sum())} right")
     st.plotly_chart(fig, key="conf_matrix", on_select=on_matrix_select, selection_mode="points")
     if st.session_state.get("conf_cell") not in [NO_CELL, *cells]:
@@ -141,14 +141,17 @@ with left:
                         help="The same as clicking a cell of the matrix.")
 with right:
     st.markdown("**Most confused pairs**")
-    pairs = top_confusions(cm, 10)
-    st.dataframe(pairs.style.format({"share": "{:.1%}"}), hide_index=True, width="stretch")
-    st.caption("share = of the true digit's examples")
+    pairs = cache.top_confusions(run_dir, epoch, split, 10)
+    st.dataframe(pairs, hide_index=True, width="stretch",
+                 column_config={"true": st.column_config.NumberColumn("true digit"),
+                                "predicted": st.column_config.NumberColumn("predicted as"),
+                                "count": st.column_config.NumberColumn("examples"),
+                                "share": st.column_config.NumberColumn("share of the true digit", format="percent",
+                                                                       help="of the true digit's examples")})
 
 if cell != NO_CELL:
     t, p = map(int, cell.split(","))
-    where = np.flatnonzero((labels == t) & (pred == p))
-    where = where[np.argsort(-probs[where, p], kind="stable")]      # most confident first
+    where = cache.cell_examples(run_dir, epoch, split, t, p)         # most confident first
     st.subheader(f"True {t}, predicted {p}: {len(where)} example{'s' if len(where) != 1 else ''}")
     if len(where):
         pages = max(1, -(-len(where) // PAGE_SIZE))
@@ -174,11 +177,10 @@ with st.expander("Watch it form: the matrix epoch by epoch"):
 
 # ----------------------------------------------------------------------------- per class, mistakes, labels
 st.subheader("Per class")
-table = per_class_report(labels, pred)
-st.dataframe(report.style_class_report(table), width="stretch")
+st.dataframe(figures.style_class_report(cache.class_report(run_dir, epoch, split)), width="stretch")
 
 st.subheader("Most confident mistakes")
-mistakes = confident_mistakes(probs, labels, k=16)
+mistakes = cache.confident_mistakes(run_dir, epoch, split, k=16)
 gallery(mistakes, [f"#{pos} · {labels[pos]}→{pred[pos]} · {probs[pos, pred[pos]]:.0%}" for pos in mistakes])
 st.caption("#position in the set · true digit→predicted digit · the model's probability for its answer")
 

@@ -1,20 +1,23 @@
 """Data: where MNIST came from, how it is split, how balanced the classes are, and the images themselves."""
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import cache, report, state, ui
-from data.mnist import CLASSIC_TRAIN_SIZE
-from model.config import DataConfig
+from dashboard import cache, figures, state, ui
 
 PER_PAGE = 40
-SPLIT_SOURCES = {  # protocol -> split -> (official file, first row)
-    kind: {part: (DataConfig(kind).official_file(part), DataConfig(kind).first_row(part))
-           for part in ("train", "val", "test")} for kind in ("classic", "seed")}
-PROTOCOLS = {"classic": f"classic: {CLASSIC_TRAIN_SIZE:,} train / {60000 - CLASSIC_TRAIN_SIZE:,} val "
-                        f"(official train[{CLASSIC_TRAIN_SIZE}:]) / 10,000 test",
-             "seed": "seed notebook: 60,000 train, validation = the 10,000 test images"}
+
+
+def protocol_label(kind: str) -> str:
+    """The radio label of a protocol, e.g. "classic: 50,000 train / 10,000 val (...)", from its rows."""
+    rows = cache.split_rows(kind)
+    (_, t0, t1), (vf, v0, v1), (_, s0, s1) = rows["train"], rows["val"], rows["test"]
+    if kind == "seed":
+        return f"seed notebook: {t1 - t0:,} train, validation = the {s1 - s0:,} test images"
+    return f"{kind}: {t1 - t0:,} train / {v1 - v0:,} val (official {vf}[{v0}:]) / {s1 - s0:,} test"
+
+
+PROTOCOLS = ("classic", "seed")
 
 sel = state.current()
 st.title("🔢 Data")
@@ -58,15 +61,13 @@ else:
 st.subheader("Splits and class balance")
 run_cfg = cache.load_config(sel.run_dir) if sel.run is not None else None
 run_split = run_cfg.data.split if run_cfg is not None else "classic"
-kind = st.radio("Protocol", list(PROTOCOLS), index=list(PROTOCOLS).index(run_split) if run_split in PROTOCOLS else 0,
-                key="data_protocol", format_func=PROTOCOLS.get, horizontal=True,
+kind = st.radio("Protocol", PROTOCOLS, index=PROTOCOLS.index(run_split) if run_split in PROTOCOLS else 0,
+                key="data_protocol", format_func=protocol_label, horizontal=True,
                 help="Defaults to the protocol of the run selected in the sidebar.")
 labels = cache.split_labels(kind)
-counts = pd.DataFrame({s: pd.Series(y).value_counts().reindex(range(10), fill_value=0) for s, y in labels.items()})
-counts.index.name = "class"
-sizes = pd.DataFrame({"split": list(labels), "examples": [len(y) for y in labels.values()],
-                      "from": [f"{SPLIT_SOURCES[kind][s][0]}[{SPLIT_SOURCES[kind][s][1]}:"
-                               f"{SPLIT_SOURCES[kind][s][1] + len(labels[s])}]" for s in labels]})
+rows = cache.split_rows(kind)
+sizes = pd.DataFrame({"split": list(rows), "examples": [stop - start for _, start, stop in rows.values()],
+                      "from": [f"{file}[{start}:{stop}]" for file, start, stop in rows.values()]})
 left, right = st.columns([2, 3])
 left.dataframe(sizes, hide_index=True, width="stretch",
                column_config={"split": st.column_config.TextColumn(width=50),
@@ -78,16 +79,7 @@ left.dataframe(sizes, hide_index=True, width="stretch",
 if run_cfg is not None and (run_cfg.train.subset or run_cfg.train.eval_subset):
     left.info(f"The selected run used a subset: the first {run_cfg.train.subset or 'all'} training and the first "
               f"{run_cfg.train.eval_subset or 'all'} validation/test examples.")
-fig = go.Figure()
-for s in labels:
-    share = counts[s] / max(len(labels[s]), 1)
-    fig.add_trace(go.Bar(x=counts.index, y=counts[s], name=s, marker_color=report.SPLIT_COLORS[s], customdata=share,
-                         hovertemplate=f"{s}: class %{{x}}<br>%{{y}} examples (%{{customdata:.1%}})<extra></extra>"))
-fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=10, b=10),
-                  legend=dict(orientation="h", y=-0.2))
-fig.update_xaxes(title="class", dtick=1)
-fig.update_yaxes(title="examples")
-right.plotly_chart(fig, key="data_balance")
+right.plotly_chart(figures.class_balance_figure(cache.class_counts(kind)), key="data_balance")
 
 st.subheader("The mean image of each class")
 means = cache.class_mean_images()
@@ -108,7 +100,7 @@ if st.session_state.get("data_page", 1) > pages:
     st.session_state["data_page"] = 1
 page = b3.number_input(f"Page (of {pages:,})", 1, pages, key="data_page")
 shown = positions[(page - 1) * PER_PAGE: page * PER_PAGE]
-file, first = SPLIT_SOURCES[kind][split]
+file, first, _ = rows[split]
 index = first + shown
 ui.digit_grid(cache.official_images(file, index), [f"#{i} · {y[p]}" for i, p in zip(index, shown)],
               columns=10, size=64)

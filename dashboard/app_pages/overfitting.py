@@ -1,17 +1,23 @@
 """Overfitting: the verdict, the generalization gap, which classes get worse, calibration and training dynamics."""
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.calibration import reliability
 from analysis.dynamics import REGIONS
 from analysis.overfitting import spikes
-from analysis.errors import classes_getting_worse
-from dashboard import cache, report, state, ui
+from dashboard import cache, figures, state, ui
 from model.runs import RunError
 
 CARTO_SIZES = (5000, 20000)   # sample sizes offered for the cartography map (plus "all")
 MIN_DROP = 0.02          # "got worse" = validation accuracy fell by more than 2 points
+WORSE_COLUMNS = {   # analysis.errors.classes_getting_worse's columns, with human headers
+    "epoch": st.column_config.NumberColumn("epoch", help="the later of the two epochs"),
+    "class": st.column_config.NumberColumn("class"),
+    "before": st.column_config.NumberColumn("accuracy before", format="percent"),
+    "after": st.column_config.NumberColumn("accuracy after", format="percent"),
+    "change": st.column_config.NumberColumn("change in class accuracy", format="percent",
+                                            help="accuracy after − before (percentage points)"),
+    "overall_change": st.column_config.NumberColumn("change in overall accuracy", format="percent",
+                                                    help="overall validation accuracy after − before"),
+}
 
 sel = state.current()
 st.title("🩺 Overfitting")
@@ -70,13 +76,13 @@ if diag is not None:
                    f"loss, keep epoch {stop.keep_epoch}")
     m4.metric("Epochs early stopping saves", stop.epochs_saved)
 
-    marks = {f"best {diag.best_epoch}": (diag.best_epoch, report.MARK_COLORS["best"])}
+    marks = {f"best {diag.best_epoch}": (diag.best_epoch, figures.MARK_COLORS["best"])}
     if diag.overfitting_onset:
-        marks[f"onset {diag.overfitting_onset}"] = (diag.overfitting_onset, report.MARK_COLORS["onset"])
+        marks[f"onset {diag.overfitting_onset}"] = (diag.overfitting_onset, figures.MARK_COLORS["onset"])
     if stop.stop_epoch:
-        marks[f"early stop {stop.stop_epoch}"] = (stop.stop_epoch, report.MARK_COLORS["stop"])
+        marks[f"early stop {stop.stop_epoch}"] = (stop.stop_epoch, figures.MARK_COLORS["stop"])
     left, right = st.columns(2)
-    loss_fig = report.curves_figure({sel.run.name: metrics}, "loss", ("train", "val"), marks)
+    loss_fig = figures.curves_figure({sel.run.name: metrics}, "loss", ("train", "val"), marks)
     found = diag.spikes                        # one-epoch spikes of validation loss (analysis.overfitting)
     if found and cache.prediction_epochs(run_dir):
         try:                                   # name the class whose accuracy dropped most at each spike
@@ -94,22 +100,7 @@ if diag is not None:
                           if s.worst_class is not None else "") for s in found],
             hovertemplate="%{hovertext}<extra></extra>")
     left.plotly_chart(loss_fig, key="over_curves")
-    gap = diag.gap
-    fig = go.Figure(go.Bar(x=gap["epoch"], y=gap["loss_gap"], name="val loss − train loss",
-                           marker_color=np.where(gap["loss_gap"] > 0, "#fa5252", "#51cf66"),
-                           hovertemplate="epoch %{x}<br>loss gap %{y:.4f}<extra></extra>"))
-    if "acc_gap" in gap:
-        fig.add_trace(go.Scatter(x=gap["epoch"], y=gap["acc_gap"], name="train acc − val acc", yaxis="y2",
-                                 mode="lines+markers", line=dict(color="#495057"),
-                                 hovertemplate="epoch %{x}<br>accuracy gap %{y:.2%}<extra></extra>"))
-    fig.update_layout(title="Generalization gap", height=380, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.2), yaxis=dict(title="loss gap"))
-    if "acc_gap" in gap:
-        fig.update_layout(yaxis2=dict(title="accuracy gap", overlaying="y", side="right", showgrid=False,
-                                      zeroline=False, **report.percent_axis(gap["acc_gap"])))
-    last_epoch = int(metrics["epoch"].max())
-    report.epoch_axis(fig, last_epoch, int(metrics["epoch"].min()))
-    report.add_epoch_marks(fig, marks, last_epoch)
+    fig = figures.gap_figure(diag.gap, marks)
     right.plotly_chart(fig, key="over_gap")
 
 # ----------------------------------------------------------------------------- needs predictions
@@ -123,30 +114,13 @@ if not pred_epochs:
 st.subheader("Which classes get worse?")
 with ui.section_guard("The class × epoch accuracy"):
     acc = cache.class_accuracy_by_epoch(run_dir, "val")
-    worse = classes_getting_worse(acc, min_drop=MIN_DROP)
-    classes = [c for c in acc.columns if c != "all"]
-    z = acc[classes].T.to_numpy(dtype=float)                      # (10 classes, E epochs)
-    fig = go.Figure(go.Heatmap(z=z, x=acc.index.tolist(), y=classes, colorscale="Blues", zmin=max(0.0, np.nanmin(z)),
-                               zmax=1, text=[[f"{v:.0%}" for v in row] for row in z], texttemplate="%{text}",
-                               colorbar=dict(title="val acc", tickformat=".0%"),
-                               hovertemplate="class %{y}, epoch %{x}<br>accuracy %{z:.1%}<extra></extra>"))
-    if len(worse):
-        fig.add_trace(go.Scatter(x=worse["epoch"] + 0.38, y=worse["class"], mode="markers", name="got worse",
-                                 marker=dict(symbol="triangle-down", size=11, color="#e03131",
-                                             line=dict(color="white", width=1)),
-                                 customdata=np.stack([worse["before"], worse["after"]], axis=1),
-                                 hovertemplate="class %{y} got worse at epoch %{x}: %{customdata[0]:.1%} → "
-                                               "%{customdata[1]:.1%}<extra></extra>"))
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.15))
-    fig.update_xaxes(title="epoch", tickmode="linear", tick0=int(acc.index.min()), dtick=1,
-                     range=[acc.index.min() - 0.5, acc.index.max() + 0.5])
-    fig.update_yaxes(title="class", dtick=1, autorange="reversed")
+    worse = cache.classes_getting_worse(run_dir, "val", MIN_DROP)
+    fig = figures.class_accuracy_figure(acc, worse)
     st.plotly_chart(fig, key="over_class_heatmap")
     if len(worse):
         st.caption(f"Classes whose validation accuracy fell by more than {MIN_DROP * 100:.0f} points from one "
                    "epoch to the next while the overall accuracy rose (smaller dips are noise):")
-        st.dataframe(worse.style.format({"before": "{:.1%}", "after": "{:.1%}", "change": "{:+.1%}",
-                                         "overall_change": "{:+.1%}"}), hide_index=True, width="stretch")
+        st.dataframe(worse, hide_index=True, width="stretch", column_config=WORSE_COLUMNS)
     else:
         st.caption(f"No class lost more than {MIN_DROP * 100:.0f} points of validation accuracy from one epoch to "
                    "the next while the overall accuracy rose (smaller dips are noise).")
@@ -154,19 +128,7 @@ with ui.section_guard("The class × epoch accuracy"):
 left, right = st.columns(2)
 with left, ui.section_guard("The confidence on mistakes"):
     mc = cache.mistake_confidence_by_epoch(run_dir, "val")
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=mc["epoch"], y=mc["wrong_confidence"], name="on mistakes", mode="lines+markers",
-                             line=dict(color="#e03131"), customdata=mc["n_wrong"],
-                             hovertemplate="epoch %{x}<br>mean confidence %{y:.1%} "
-                                           "on %{customdata} mistakes<extra></extra>"))
-    fig.add_trace(go.Scatter(x=mc["epoch"], y=mc["right_confidence"], name="on right answers", mode="lines+markers",
-                             line=dict(color="#2b8a3e"), customdata=mc["n_right"],
-                             hovertemplate="epoch %{x}<br>mean confidence %{y:.1%} "
-                                           "on %{customdata} right<extra></extra>"))
-    fig.update_layout(title="Mean confidence (top probability), validation set", height=380,
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
-    report.epoch_axis(fig, int(mc["epoch"].max()), int(mc["epoch"].min()))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    fig = figures.mistake_confidence_figure(mc)
     st.plotly_chart(fig, key="over_mistake_conf")
 
 with right, ui.section_guard("The reliability diagram"):
@@ -178,22 +140,8 @@ with right, ui.section_guard("The reliability diagram"):
     if len(pred_epochs) > 1:
         st.select_slider("Epoch of the reliability diagram", pred_epochs, key="over_rel_epoch")
     rel_epoch = int(st.session_state["over_rel_epoch"])
-    probs, labels, _ = cache.split_predictions(run_dir, rel_epoch, "val")
-    table, ece = reliability(probs, labels)
-    filled = table[table["count"] > 0]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                             line=dict(color="#adb5bd", dash="dash"), hoverinfo="skip"))
-    fig.add_trace(go.Bar(x=(filled["bin_lower"] + filled["bin_upper"]) / 2, y=filled["accuracy"],
-                         width=filled["bin_upper"] - filled["bin_lower"], name="accuracy in bin",
-                         marker=dict(color="#4C6EF5", line=dict(color="white", width=1)), opacity=0.8,
-                         customdata=np.stack([filled["confidence"], filled["count"]], axis=1),
-                         hovertemplate="confidence %{customdata[0]:.1%} (%{customdata[1]} predictions)<br>"
-                                       "accuracy %{y:.1%}<extra></extra>"))
-    fig.update_layout(title=f"Reliability, validation set, epoch {rel_epoch}: ECE {ece:.2%}", height=380,
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2), bargap=0)
-    fig.update_xaxes(title="confidence (top probability)", range=[0, 1], tickformat=".0%")
-    fig.update_yaxes(title="accuracy", range=[0, 1.02], tickformat=".0%")
+    table, ece = cache.reliability(run_dir, rel_epoch, "val")
+    fig = figures.reliability_figure(table, ece, f"Reliability, validation set, epoch {rel_epoch}")
     st.plotly_chart(fig, key="over_reliability")
     st.metric("Expected calibration error (ECE)", f"{ece:.2%}", help="0% = perfectly calibrated")
 
@@ -212,13 +160,7 @@ except RunError as e:
 if len(pred_epochs) < 2:
     st.info("Forgetting needs at least two epochs; cartography shows more with more epochs.")
 left, right = st.columns([2, 3])
-fig = go.Figure(go.Bar(x=forgetting.index, y=forgetting["events"], marker_color="#f08c00",
-                       customdata=np.stack([forgetting["forgotten_share"], forgetting["never_learned"]], axis=1),
-                       hovertemplate="class %{x}: %{y} forgetting events<br>%{customdata[0]:.1%} of its examples "
-                                     "forgotten at least once<br>%{customdata[1]} never learned<extra></extra>"))
-fig.update_layout(title="Forgetting events per class", height=360, margin=dict(l=10, r=10, t=40, b=10))
-fig.update_xaxes(title="class", dtick=1)
-fig.update_yaxes(title="events")
+fig = figures.forgetting_figure(forgetting)
 left.plotly_chart(fig, key="over_forgetting")
 with right:
     st.markdown("**Most forgotten training examples**")

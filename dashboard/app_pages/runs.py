@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, report, state, training, ui
+from dashboard import cache, figures, report, state, training, ui
 from model.net import VARIANTS
 from model.runs import RunError
 from model.config import TrainConfig
@@ -102,47 +102,47 @@ render_launches()
 
 # ----------------------------------------------------------------------------- the table of runs
 def summary_row(run) -> dict:
-    """One row of the runs table (accuracies as fractions)."""
-    cfg, t = run.config, run.config.train
+    """One row of the runs table: the run's settings and its analysis.curves.run_summary (accuracies as fractions)."""
+    t = run.config.train
     row = {"run": run.run_id, "name": run.name, "status": state.BADGES.get(run.state, run.state),
-           "variant": cfg.variant, "optimizer": t.optimizer, "lr": t.lr,
+           "variant": run.config.variant, "optimizer": t.optimizer, "lr": t.lr,
            "epochs": f"{run.last_epoch}/{t.epochs}", "best epoch": None, "val acc": np.nan,
            "test acc": np.nan, "top val acc": np.nan, "duration": "—", "started": run.started_at[:16].replace("T", " ")}
     try:
-        m = cache.load_metrics(run.path)
+        s = cache.run_summary(str(run.path))
     except RunError:
         row["status"] += " ⚠️ unreadable metrics"
         return row
-    if len(m):
-        best = state.best_epoch(m)
-        at_best = m[m["epoch"] == best].iloc[0]
-        row.update({"epochs": f"{len(m)}/{t.epochs}", "best epoch": best,
-                    "val acc": at_best.get("val_acc", np.nan), "test acc": at_best.get("test_acc", np.nan),
-                    "top val acc": m["val_acc"].max() if "val_acc" in m else np.nan,
-                    "duration": report.duration(float(m["epoch_seconds"].sum())) if "epoch_seconds" in m else "—"})
+    if s["epochs_done"]:
+        row.update({"epochs": f"{s['epochs_done']}/{t.epochs}", "best epoch": s["best_epoch"], "val acc": s["val_acc"],
+                    "test acc": s["test_acc"], "top val acc": s["top_val_acc"], "duration": figures.duration(s["seconds"])})
     return row
 
 
 if sel.runs:
     st.subheader(f"All runs ({len(sel.runs)})")
     table = pd.DataFrame([summary_row(r) for r in sel.runs])
-    # widths sum to what fits the main column on a 1400-px window; "started" is left out of the view
-    # (the run id begins with the start time), the id comes last
-    pct = st.column_config.NumberColumn(format="percent", width=62)
+    # Every header fits its column: widths sum to what fits the main column on a 1400-px window; "started"
+    # is left out of the view (the run id begins with the start time), the id comes last.
+    def pct(label: str, help: str) -> st.column_config.NumberColumn:
+        return st.column_config.NumberColumn(label, format="percent", width=80, help=help)
+
     st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
                  column_order=[c for c in table.columns if c not in ("run", "started")] + ["run"],
                  column_config={"run": st.column_config.TextColumn("run id", width=215,
                                                                    help="started YYYYMMDD-HHMMSS, then the name"),
-                                "name": st.column_config.TextColumn(width=100),
-                                "status": st.column_config.TextColumn(width=100),
-                                "variant": st.column_config.TextColumn(width=60),
-                                "optimizer": st.column_config.TextColumn(width=65),
-                                "lr": st.column_config.NumberColumn(format="%g", width=45),
-                                "epochs": st.column_config.TextColumn(width=55, help="finished / planned"),
-                                "best epoch": st.column_config.NumberColumn("best", width=45,
+                                "name": st.column_config.TextColumn(width=90),
+                                "status": st.column_config.TextColumn(width=110),
+                                "variant": st.column_config.TextColumn(width=65),
+                                "optimizer": st.column_config.TextColumn(width=80),
+                                "lr": st.column_config.NumberColumn(format="%g", width=50),
+                                "epochs": st.column_config.TextColumn(width=65, help="finished / planned"),
+                                "best epoch": st.column_config.NumberColumn("best", width=50,
                                                                             help="best epoch (lowest val loss)"),
-                                "val acc": pct, "test acc": pct, "top val acc": pct,
-                                "duration": st.column_config.TextColumn(width=60)})
+                                "val acc": pct("val acc", "validation accuracy at the best epoch"),
+                                "test acc": pct("test acc", "test accuracy at the best epoch"),
+                                "top val acc": pct("top val", "the highest validation accuracy of any epoch"),
+                                "duration": st.column_config.TextColumn(width=75, help="sum of the epoch times")})
 
     # ------------------------------------------------------------------------- compare
     st.subheader("Compare runs")
@@ -163,10 +163,10 @@ if sel.runs:
             except RunError as e:
                 st.error(f"Cannot read `{e.path}`: {e}")
         left, right = st.columns(2)
-        left.plotly_chart(report.curves_figure(curves, "loss", ("val",)), key="runs_cmp_loss")
-        right.plotly_chart(report.curves_figure(curves, "acc", ("val",)), key="runs_cmp_acc")
+        left.plotly_chart(figures.curves_figure(curves, "loss", ("val",)), key="runs_cmp_loss")
+        right.plotly_chart(figures.curves_figure(curves, "acc", ("val",)), key="runs_cmp_acc")
         if len(picked) >= 2:
-            diff = report.config_diff({names[i]: by_id[i].config.to_dict() for i in picked})
+            diff = figures.config_diff({names[i]: by_id[i].config for i in picked})
             st.markdown("**Settings that differ**")
             if diff.empty:
                 st.caption("The configs are the same (apart from names, times and versions).")
