@@ -25,7 +25,7 @@ PAGES = {
     ],
     "How it decides": [
         st.Page("app_pages/attributions.py", title="Attributions", icon="🔥"),
-        st.Page("app_pages/filters.py", title="Filters & activations", icon="🧠"),
+        st.Page("app_pages/filters.py", title="Kernels & activations", icon="🧠"),
         st.Page("app_pages/draw.py", title="Draw a digit", icon="✏️"),
     ],
 }

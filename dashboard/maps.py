@@ -32,6 +32,45 @@ def square(fig: go.Figure, height: int, title: str | None) -> go.Figure:
     return fig
 
 
+def tick_values(size: int, step: int | None = None) -> list[int]:
+    """0-based tick positions for a map side of `size` cells: every cell up to 5, else every 5 (0, 5, 10, …)."""
+    step = step or (1 if size <= 5 else 5)
+    return list(range(0, size, step))
+
+
+def row_col_ticks(fig: go.Figure, height: int, width: int, titles: bool = True) -> go.Figure:
+    """Label a single map's rows and columns (0-based, every 5 cells or every cell of a small map)."""
+    fig.update_xaxes(showticklabels=True, tickmode="array", tickvals=tick_values(width), ticks="outside",
+                     ticklen=3, tickfont=dict(size=10), title=dict(text="column", font=dict(size=11)) if titles else None)
+    fig.update_yaxes(showticklabels=True, tickmode="array", tickvals=tick_values(height), ticks="outside",
+                     ticklen=3, tickfont=dict(size=10), title=dict(text="row", font=dict(size=11)) if titles else None)
+    fig.update_layout(margin=dict(l=46 if titles else 30, b=40 if titles else 24))
+    return fig
+
+
+def _luminance(rgb: str) -> float:
+    """WCAG relative luminance of a colour "rgb(r, g, b)"."""
+    channels = [float(v) / 255.0 for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3]]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def text_colors(values: np.ndarray, zmin: float, zmax: float, colorscale: str) -> np.ndarray:
+    """A readable text colour for every cell of a heatmap: black on light cells, white on dark ones.
+
+    Picks whichever of black and white contrasts more with the cell's colour (WCAG contrast ratio;
+    the worse of the two choices is never below 4.5:1, the WCAG AA level for normal text).
+    """
+    from plotly.colors import sample_colorscale
+    v = np.asarray(values, dtype=np.float64)
+    span = zmax - zmin if zmax > zmin else 1.0
+    where = np.clip(np.nan_to_num((v - zmin) / span, nan=0.0), 0.0, 1.0)
+    cells = sample_colorscale(colorscale, where.ravel().tolist())
+    colors = ["#000000" if (_luminance(c) + 0.05) / 0.05 >= 1.05 / (_luminance(c) + 0.05) else "#FFFFFF"
+              for c in cells]
+    return np.array(colors, dtype=object).reshape(v.shape)
+
+
 def _range(values: np.ndarray, signed: bool, zmax: float | None) -> tuple[float, float]:
     top = float(np.nanmax(np.abs(values))) if zmax is None and np.size(values) else (zmax or 0.0)
     top = top if top > 0 else 1.0           # an all-zero map: white on a readable 0..1 scale
@@ -65,12 +104,12 @@ def image_figure(image: np.ndarray, title: str | None = None, height: int = 260,
     """
     img = np.asarray(image, dtype=np.float32)
     fig = go.Figure(go.Heatmap(z=img, colorscale=IMAGE, showscale=False,
-                               hovertemplate="row %{y}, col %{x}<br>value %{z:.3f}<extra></extra>"))
+                               hovertemplate="row %{y}, column %{x}<br>value %{z:.3f}<extra></extra>"))
     if window is not None:
         r, c, s = window
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + s - 0.5, y0=r - 0.5, y1=r + s - 0.5,
                       line=dict(color="#FFD43B", width=3))
-    return square(fig, height, title)
+    return row_col_ticks(square(fig, height, title), *img.shape[-2:])
 
 
 def attribution_figure(attr: np.ndarray, signed: bool, title: str | None = None, digit: np.ndarray | None = None,
@@ -80,10 +119,10 @@ def attribution_figure(attr: np.ndarray, signed: bool, title: str | None = None,
     fig = go.Figure(go.Heatmap(
         z=attr, colorscale=SIGNED if signed else MAGNITUDE, zmin=zmin, zmax=zmax_, showscale=colorbar,
         colorbar=dict(thickness=10, len=0.9, tickformat=TICKS),
-        hovertemplate="row %{y}, col %{x}<br>attribution %{z:.4g}<extra></extra>"))
+        hovertemplate="row %{y}, column %{x}<br>attribution %{z:.4g}<extra></extra>"))
     if digit is not None:
         fig.add_trace(outline_trace(digit))
-    return square(fig, height, title)
+    return row_col_ticks(square(fig, height, title), *np.shape(attr)[-2:])
 
 
 def maps_grid(maps: np.ndarray, titles: Sequence[str], signed: bool, cols: int = 5,
@@ -97,7 +136,7 @@ def maps_grid(maps: np.ndarray, titles: Sequence[str], signed: bool, cols: int =
     for i, m in enumerate(maps):
         r, c = i // cols + 1, i % cols + 1
         fig.add_trace(go.Heatmap(z=m, coloraxis="coloraxis", name=titles[i],
-                                 hovertemplate=f"{titles[i]}<br>row %{{y}}, col %{{x}}<br>%{{z:.4g}}<extra></extra>"),
+                                 hovertemplate=f"{titles[i]}<br>row %{{y}}, column %{{x}}<br>%{{z:.4g}}<extra></extra>"),
                       row=r, col=c)
         if digit is not None:
             fig.add_trace(outline_trace(digit), row=r, col=c)
@@ -106,9 +145,13 @@ def maps_grid(maps: np.ndarray, titles: Sequence[str], signed: bool, cols: int =
     fig.update_annotations(font_size=12)
     square(fig, rows * height_per_row + 40, None)
     fig.update_layout(margin=dict(t=30))   # room for the first row's panel titles
-    for i in range(rows * cols):   # every panel square and row 0 on top (scaleanchor per panel)
+    h, w = np.shape(maps)[-2:]
+    for i in range(rows * cols):   # every panel square and row 0 on top (scaleanchor per panel), rows/columns ticked
         suffix = "" if i == 0 else str(i + 1)
-        fig.update_layout({f"yaxis{suffix}": dict(scaleanchor=f"x{suffix}", autorange="reversed")})
+        ticks = dict(showticklabels=True, tickmode="array", ticks="outside", ticklen=2, tickfont=dict(size=9))
+        fig.update_layout({f"yaxis{suffix}": dict(scaleanchor=f"x{suffix}", autorange="reversed",
+                                                  tickvals=tick_values(h), **ticks),
+                           f"xaxis{suffix}": dict(tickvals=tick_values(w), **ticks)})
     return fig
 
 
@@ -127,39 +170,79 @@ def probability_bars(probs: np.ndarray, title: str | None = None, highlight: int
     return fig
 
 
-def mosaic(maps: np.ndarray, cols: int, gap: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def header_rows(h: int) -> int:
+    """Empty rows above each tile of a mosaic, where its number is written: about a seventh of a tile, at least 1."""
+    return max(1, round(h / 7))
+
+
+def mosaic(maps: np.ndarray, cols: int, gap: int = 1, header: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Lay C maps (C,H,W) out in a grid with NaN gaps, for one heatmap trace.
 
+    Tile i sits at rows header + (i // cols) * (header + H + gap) and columns (i % cols) * (W + gap);
+    the `header` NaN rows above each tile leave room for its number (see `mosaic_labels`).
+
     Returns:
-        (grid (rows*(H+gap)-gap, cols*(W+gap)-gap) with NaN in the gaps,
+        (grid (rows*(header+H+gap)-gap, cols*(W+gap)-gap) with NaN in the gaps,
          customdata of the same shape + (3,): (channel, row, col) of every cell, -1 in the gaps).
     """
     c, h, w = maps.shape
     rows = -(-c // cols)
-    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
+    grid = np.full((rows * (header + h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
     where = np.full(grid.shape + (3,), -1, dtype=np.int32)
     rr, cc = np.mgrid[0:h, 0:w]
     for i in range(c):
-        top, left = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        top, left = header + (i // cols) * (header + h + gap), (i % cols) * (w + gap)
         grid[top:top + h, left:left + w] = maps[i]
         where[top:top + h, left:left + w] = np.stack([np.full((h, w), i), rr, cc], axis=-1)
     return grid, where
 
 
+def mosaic_labels(fig: go.Figure, count: int, h: int, w: int, cols: int, header: int, gap: int = 1,
+                  prefix: str = "") -> go.Figure:
+    """Write each tile's number (0-based) in the header rows above it (a `mosaic` made with this header)."""
+    size = 11 if header * 2 >= 3 else 10
+    for i in range(count):
+        top, left = header + (i // cols) * (header + h + gap), (i % cols) * (w + gap)
+        fig.add_annotation(x=left + (w - 1) / 2, y=top - 0.5 - header / 2, text=f"{prefix}{i}", showarrow=False,
+                           font=dict(size=size, color="#212529"), xanchor="center", yanchor="middle")
+    return fig
+
+
 def mosaic_figure(maps: np.ndarray, cols: int, title: str, signed: bool = False, image: bool = False,
-                  height: int = 320, unit: str = "channel") -> go.Figure:
-    """C feature maps or kernels (C,H,W) as one grid heatmap; hover names the channel, row, col and value."""
-    grid, where = mosaic(np.asarray(maps, dtype=np.float32), cols)
+                  height: int = 320, unit: str = "channel", what: str = "value") -> go.Figure:
+    """C feature maps or kernels (C,H,W) as one grid heatmap, each tile numbered above it.
+
+    Hover names the tile (`unit` and its number), the row and column inside it, and its `what` ("value",
+    "weight", ...).
+    """
+    m = np.asarray(maps, dtype=np.float32)
+    c, h, w = m.shape
+    header = header_rows(h)
+    grid, where = mosaic(m, cols, header=header)
     zmin, zmax = (float(np.nanmin(grid)), float(np.nanmax(grid))) if image else _range(grid, signed, None)
     fig = go.Figure(go.Heatmap(
         z=grid, customdata=where, zmin=zmin, zmax=zmax if zmax > zmin else zmin + 1.0,
         colorscale=IMAGE if image else (SIGNED if signed else MAGNITUDE), colorbar=dict(thickness=10, tickformat=TICKS),
         hoverongaps=False,
-        hovertemplate=f"{unit} %{{customdata[0]}}<br>row %{{customdata[1]}}, col %{{customdata[2]}}"
-                      "<br>value %{z:.4f}<extra></extra>"))
+        hovertemplate=f"{unit} %{{customdata[0]}}<br>row %{{customdata[1]}}, column %{{customdata[2]}}"
+                      f"<br>{what} %{{z:.4f}}<extra></extra>"))
     if image:
         fig.update_layout(plot_bgcolor="#E9ECEF")
+    mosaic_labels(fig, c, h, w, cols, header)
     return square(fig, height, title)
+
+
+def mosaic_cell(x: float, y: float, count: int, h: int, w: int, cols: int, header: int,
+                gap: int = 1) -> tuple[int, int, int] | None:
+    """The (tile, row, col) under grid position (x = column, y = row) of a `mosaic`; None in a gap or header."""
+    gx, gy = int(round(float(x))), int(round(float(y)))
+    tile_col, col = divmod(gx, w + gap)
+    tile_row, inside = divmod(gy, header + h + gap)
+    row = inside - header
+    tile = tile_row * cols + tile_col
+    if gx < 0 or gy < 0 or tile_col >= cols or col >= w or not 0 <= row < h or tile >= count:
+        return None
+    return tile, row, col
 
 
 def vector_figure(values: np.ndarray, title: str, cols: int = 96, height: int = 260, signed: bool = False) -> go.Figure:
@@ -180,13 +263,22 @@ def vector_figure(values: np.ndarray, title: str, cols: int = 96, height: int = 
 
 def numbers_figure(values: np.ndarray, title: str, signed: bool = True, image: bool = False,
                    height: int = 220) -> go.Figure:
-    """A small matrix (e.g. 3x3) with its numbers written in the cells."""
+    """A small matrix (e.g. 3x3) with its numbers written in the cells, rows and columns numbered.
+
+    The numbers are a second trace (text only), each in black or white, whichever reads better on
+    its cell (`text_colors`).
+    """
     v = np.asarray(values, dtype=np.float64)
     zmin, zmax = (0.0, max(1.0, float(v.max()))) if image else _range(v, signed, None)
-    fig = go.Figure(go.Heatmap(z=v, zmin=zmin, zmax=zmax, showscale=False,
-                               colorscale=IMAGE if image else (SIGNED if signed else MAGNITUDE),
-                               text=[[f"{x + 0.0:.3f}".replace("-0.000", "0.000") for x in row] for row in v],
-                               texttemplate="%{text}",
-                               textfont=dict(size=13, color="#FFD43B") if image else dict(size=13),
-                               hovertemplate="row %{y}, col %{x}<br>%{z:.5f}<extra></extra>"))
-    return square(fig, height, title)
+    scale = IMAGE if image else (SIGNED if signed else MAGNITUDE)
+    text = [[f"{x + 0.0:.3f}".replace("-0.000", "0.000") for x in row] for row in v]
+    fig = go.Figure(go.Heatmap(z=v, zmin=zmin, zmax=zmax, showscale=False, colorscale=scale,
+                               hovertemplate="row %{y}, column %{x}<br>%{z:.5f}<extra></extra>"))
+    rr, cc = np.mgrid[0:v.shape[0], 0:v.shape[1]]
+    fig.add_trace(go.Scatter(x=cc.ravel(), y=rr.ravel(), mode="text", text=[t for row in text for t in row],
+                             textfont=dict(size=13, color=list(text_colors(v, zmin, zmax, scale).ravel())),
+                             hoverinfo="skip", showlegend=False))
+    fig = row_col_ticks(square(fig, height, title), *v.shape, titles=False)
+    fig.update_xaxes(autorange=False, range=[-0.5, v.shape[1] - 0.5])     # the text trace adds no padding
+    fig.update_yaxes(autorange=False, range=[v.shape[0] - 0.5, -0.5])     # row 0 on top
+    return fig
