@@ -310,6 +310,40 @@ def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
     np.testing.assert_allclose(z[1 + 5:1 + 5 + 3, 2 * 4:2 * 4 + 3], np.abs(w2[10]).sum(axis=0) / 32, rtol=1e-5)
 
 
+def test_kernel_3_at_a_unit_of_an_example_takes_three_interactions(app, fixture_run):
+    """"What does conv1 kernel 3 compute at row 16, column 11 of val #115?": open the walk-through, type the
+    example, click the unit in the conv1 mosaic: three interactions, and the answer is torch's conv2d."""
+    at = app("filters", **FILT_FAST)                                          # the page, as it opens
+    ok(at)
+    interactions = 0
+    at.segmented_control(key="filt_view").set_value("Walk-through").run()     # 1. open the walk-through
+    interactions += 1
+    at.selectbox(key="filt_split").set_value("val").run()                     # the default split: no interaction
+    at.number_input(key="filt_index").set_value(115).run()                    # 2. type the example
+    interactions += 1
+    ok(at)
+    points = chart(at, "filt_walk_stage_conv1")["data"][1]
+    cells = array(points["customdata"])
+    i = int(np.flatnonzero((cells[:, 0] == 3) & (cells[:, 1] == 16) & (cells[:, 2] == 11))[0])
+    click = {"x": array(points["x"])[i], "y": array(points["y"])[i], "curve_number": 1, "point_index": i}
+    at.session_state["filt_walk_stage_conv1"] = {"selection": {"points": [click], "point_indices": [i],
+                                                               "box": [], "lasso": []}}
+    at.run()                                                                   # 3. click the unit
+    interactions += 1
+    ok(at)
+    assert interactions == 3
+    assert (at.session_state["filt_conv_channel"], at.session_state["filt_conv_row"],
+            at.session_state["filt_conv_col"]) == (3, 16, 11)
+    model = model_at(fixture_run, at.session_state["epoch"])
+    row = runs.load_predictions(fixture_run, 3)["val_index"][115]
+    file = {"test": "t10k-images-idx3-ubyte", "train": "train-images-idx3-ubyte"}[
+        runs.load_config(fixture_run).data.official_file("val")]
+    x = to_input(torch.from_numpy(load_raw()[file][row:row + 1].copy()))
+    with torch.no_grad():
+        expected = F.conv2d(x, model.conv1.weight, model.conv1.bias)[0, 3, 16, 11].item()
+    assert f"gives **{expected:.4f}**, conv1 channel 3 at row 16, column 11 of val #115." in markdown(at)
+
+
 # ----------------------------------------------------------------------------- draw a digit
 
 def digit_upload(position: int = 0) -> bytes:
