@@ -1,4 +1,4 @@
-"""Inside the CNN: filters, activations stage by stage, what excites a unit, embeddings, weight drift.
+"""Inside the CNN: kernels, activations stage by stage, what excites a unit, embeddings, weight drift.
 
 Everything here reads a model or a run folder and returns plain arrays / DataFrames. Nothing mutates
 the model: no hooks are registered, gradients are taken with `torch.autograd.grad` (so parameters'

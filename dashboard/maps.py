@@ -23,9 +23,9 @@ TICKS = ".3~g"        # colour-bar numbers: plain or 1e-5 notation, never SI pre
 
 
 def square(fig: go.Figure, height: int, title: str | None) -> go.Figure:
-    """Square pixels, row 0 at the top, no tick labels, tight margins."""
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
+    """Square pixels, row 0 at the top, no ticks (`row_col_ticks` adds them to a single map), tight margins."""
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed",
                      scaleanchor="x", constrain="domain")
     fig.update_layout(height=height, margin=dict(l=4, r=4, t=34 if title else 4, b=4),
                       title=dict(text=title, font=dict(size=13)) if title else None)
