@@ -71,14 +71,40 @@ def test_bad_input():
         reliability(np.ones((2, 2)) / 2, np.array([0, 1]), bins=0)
 
 
+def ece_by_loop(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Guo et al.'s ECE written out one bin at a time: bins (lower, upper], the first also holding 0."""
+    conf, right = probs.max(1), probs.argmax(1) == y
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = (conf > lo) & (conf <= hi) if b > 0 else (conf <= hi)
+        if inside.any():
+            total += inside.sum() / len(y) * abs(conf[inside].mean() - right[inside].mean())
+    return total
+
+
+def test_reliability_matches_the_loop_on_random_predictions():
+    rng = np.random.default_rng(4)
+    probs = scipy.special.softmax(rng.normal(0, 3, size=(5000, 10)), axis=1)
+    y = rng.integers(0, 10, 5000)
+    for bins in (1, 10, 15):
+        assert reliability(probs, y, bins).ece == pytest.approx(ece_by_loop(probs, y, bins), abs=1e-12)
+
+
 def test_calibration_by_epoch_on_fixture(fixture_run):
     got = calibration_by_epoch(fixture_run)
     assert got["epoch"].tolist() == [1, 2, 3]
     assert list(got.columns) == ["epoch", "ece", "confidence", "accuracy", "overconfidence"]
-    assert got["ece"].between(0, 1).all()
-    p = runs.load_predictions(fixture_run, 3)
-    probs = scipy.special.softmax(p["val_logits"].astype(np.float64), axis=1)
-    assert got.iloc[2]["confidence"] == pytest.approx(probs.max(1).mean(), rel=1e-4)
-    assert got.iloc[2]["accuracy"] == pytest.approx((probs.argmax(1) == p["val_labels"]).mean())
-    test = calibration_by_epoch(fixture_run, split="test")
-    assert len(test) == 3
+    metrics = runs.load_metrics(fixture_run).set_index("epoch")
+    for split in ("val", "test"):
+        table = got if split == "val" else calibration_by_epoch(fixture_run, split="test")
+        for epoch in (1, 2, 3):
+            p = runs.load_predictions(fixture_run, epoch)
+            probs = scipy.special.softmax(p[f"{split}_logits"].astype(np.float64), axis=1)
+            row = table.set_index("epoch").loc[epoch]
+            assert row["confidence"] == pytest.approx(probs.max(1).mean(), rel=1e-4)
+            assert row["accuracy"] == pytest.approx((probs.argmax(1) == p[f"{split}_labels"]).mean())
+            # the trainer measured the same accuracy while training (metrics.csv)
+            assert row["accuracy"] == pytest.approx(metrics.loc[epoch, f"{split}_acc"], abs=1e-6)
+            assert row["ece"] == pytest.approx(ece_by_loop(probs, p[f"{split}_labels"]), abs=1e-5)
+            assert row["overconfidence"] == pytest.approx(row["confidence"] - row["accuracy"])

@@ -94,9 +94,13 @@ def test_cartography_on_fixture(fixture_run):
     got = cartography(fixture_run)
     assert len(got) == 1000 and set(got["region"]) <= set(REGIONS)
     p = np.stack([runs.load_predictions(fixture_run, e)["train_true_prob"].astype(np.float64) for e in (1, 2, 3)])
-    assert got.loc[7, "confidence"] == pytest.approx(p[:, 7].mean(), rel=1e-5)
-    assert got.loc[7, "variability"] == pytest.approx(p[:, 7].std(), rel=1e-4, abs=1e-6)
-    assert got.loc[7, "correctness"] == pytest.approx(raw_correct(fixture_run)[:, 7].mean())
+    np.testing.assert_allclose(got["confidence"], p.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(got["variability"], p.std(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["correctness"], raw_correct(fixture_run).mean(0))
+    # the regions by the module docstring's thresholds, example by example
+    expected = ["ambiguous" if s >= 0.2 else "easy" if c >= 0.5 else "hard-to-learn"
+                for c, s in zip(p.mean(0), p.std(0))]
+    assert (got["region"] == expected).mean() > 0.999                 # float32 vs float64 at a threshold at most
 
 
 def test_epochs_in_another_order_are_aligned_by_index(copy_run):

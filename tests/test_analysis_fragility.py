@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 import torch.nn as nn
 
@@ -43,9 +44,7 @@ def test_fgsm_on_a_linear_model_equals_the_hand_formula():
     W = model[1].weight.detach().double().numpy()                    # (10,784)
     b = model[1].bias.detach().double().numpy()
     xf = x.reshape(4, 784).double().numpy()
-    z = xf @ W.T + b
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
+    p = scipy.special.softmax(xf @ W.T + b, axis=1)
     grad = (p - np.eye(10)[target.numpy()]) @ W                       # (4,784)
     expected = np.clip(xf + 0.1 * np.sign(grad), 0, 1)
     clear = np.abs(grad) > 1e-6                                       # where float32 agrees on the sign
@@ -140,7 +139,36 @@ def test_robustness_by_class_samples_with_a_seed(fixture_run, mnist_root):
     a = fragility.robustness_by_class(model, images, labels, n_per_class=2, seed=3, tol=0.02)
     b = fragility.robustness_by_class(model, images, labels, n_per_class=2, seed=3, tol=0.02)
     assert list(a["class"]) == list(range(10)) and (a["n"] == 2).all()
-    assert (a["n_correct"] <= 2).all() and a["n_correct"].sum() > 0
-    for col in ("median_eps", "never_flipped", "flipped_at_0.1"):
-        assert col in a.columns
     assert a.equals(b)
+    other = fragility.robustness_by_class(model, images, labels, n_per_class=2, seed=4, tol=0.02)
+    assert not a[["n_correct", "median_eps"]].equals(other[["n_correct", "median_eps"]])   # the seed matters
+
+
+def test_robustness_by_class_on_the_fixture_model_by_hand(fixture_run, mnist_root):
+    """Every example taken (n_per_class above the class sizes): counts and flip shares from plain
+    model calls and `fgsm`, one example at a time."""
+    from data.mnist import load_raw
+    raw = load_raw(mnist_root)
+    images, labels = raw["t10k-images-idx3-ubyte"][:16], raw["t10k-labels-idx1-ubyte"][:16].astype(np.int64)
+    model = runs.load_model(fixture_run)
+    got = fragility.robustness_by_class(model, images, labels, n_per_class=100, eps_max=0.5, tol=1e-2)
+    got = got.set_index("class")
+    x = to_input(torch.tensor(images))
+    y = torch.tensor(labels)
+    with torch.no_grad():
+        correct = (model(x).argmax(1) == y).numpy()
+    for c in np.unique(labels):
+        mine = np.flatnonzero((labels == c) & correct)
+        assert got.loc[c, "n"] == (labels == c).sum() and got.loc[c, "n_correct"] == len(mine)
+        for e in fragility.EPS_GRID:
+            with torch.no_grad():
+                flips = (model(fragility.fgsm(model, x[mine], y[mine], e)).argmax(1) != y[mine]).numpy()
+            expected = flips.mean() if len(mine) else np.nan
+            assert got.loc[c, f"flipped_at_{e:g}"] == pytest.approx(expected, nan_ok=True)
+        if len(mine):
+            eps = [fragility.min_flip_epsilon(model, x[i:i + 1], int(labels[i]), eps_max=0.5, tol=1e-2) for i in mine]
+            never = np.mean([v is None for v in eps])
+            assert got.loc[c, "never_flipped"] == pytest.approx(never)
+            median = np.median([np.inf if v is None else v for v in eps])
+            assert got.loc[c, "median_eps"] == pytest.approx(median if np.isfinite(median) else np.nan, abs=1e-6,
+                                                             nan_ok=True)
