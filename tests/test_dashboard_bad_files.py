@@ -1,4 +1,4 @@
-"""Every page survives damaged run files: a clear message at most, never a traceback or a crash box."""
+"""Every page survives damaged run files: a clear message naming the damaged file, never a traceback or a crash box."""
 from __future__ import annotations
 
 import json
@@ -19,6 +19,23 @@ DAMAGES = {
     "model_config_wrong_types": lambda r: (r / "config.json").write_text(
         json.dumps({**json.loads((r / "config.json").read_text()), "model": {"fc1_units": "abc"}})),
 }
+# what the user must be told, by damage: (page, a text that some message box of that page contains)
+TOLD = {
+    "metrics_not_numbers": ("curves", "metrics.csv"),
+    "metrics_with_gaps": ("overfitting", "NaN"),
+    "status_garbage": ("runs", "failed"),
+    "steps_binary": ("curves", "steps.csv"),
+    "predictions_wrong_keys": ("confusion", "val_logits"),
+    "model_config_wrong_types": ("attributions", "config.json"),
+}
+
+
+def messages(at) -> list[str]:
+    """The texts of the error, warning and info boxes (sidebar included) and the runs table's status column."""
+    out = [box.value for kind in ("error", "warning", "info") for box in getattr(at, kind)]
+    if at.dataframe and "status" in getattr(at.dataframe[0].value, "columns", []):
+        out += [str(s) for s in at.dataframe[0].value["status"]]
+    return out
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
@@ -26,9 +43,13 @@ def test_pages_survive_damaged_files(monkeypatch, copy_run, damage):
     run = copy_run("damaged")
     DAMAGES[damage](run)
     monkeypatch.setenv("DIGIT_LENS_RUNS", str(run.parent))
+    told = {}
     for page in PAGES:
         at = new_app().run()
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
         unexpected = [e.value for e in at.error if "unexpected problem" in e.value]
         assert not unexpected, (page, unexpected)
+        told[page] = messages(at)
+    page, text = TOLD[damage]
+    assert any(text in m for m in told[page]), (damage, page, told[page])
