@@ -20,7 +20,7 @@ from captum.attr import GuidedBackprop, IntegratedGradients, Saliency
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from data.mnist import load_raw
+from data.mnist import default_root, load_raw
 from model import runs
 from model.net import to_input
 from tests.apptest_util import array, captions, chart, errors, heatmap, new_app, ok
@@ -196,6 +196,107 @@ def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
     adv = (x.detach() + 0.3 * grad.sign()).clamp(0, 1)
     assert metric(at, "Prediction after FGSM") == str(int(model(adv).argmax()))
     np.testing.assert_allclose(heatmap(at, "attr_adv_img"), adv[0, 0].numpy(), atol=1e-6)
+
+
+def saved_predicted(run, epoch: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, label) of every example of a split, from the run's saved logits."""
+    d = runs.load_predictions(run, epoch)
+    return d[f"{split}_logits"].astype(np.float32).argmax(1), d[f"{split}_labels"]
+
+
+def official_image(run, split: str, position: int) -> np.ndarray:
+    """The example's pixels (28,28) uint8 read straight from the official MNIST idx file (16-byte header)."""
+    row = int(runs.load_predictions(run, runs.prediction_epochs(run)[-1])[f"{split}_index"][position])
+    file = runs.load_config(run).data.official_file(split)
+    name = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}[file]
+    path = next(p for p in default_root().rglob(name) if p.is_file())
+    return np.fromfile(path, dtype=np.uint8, offset=16 + row * 784, count=784).reshape(28, 28)
+
+
+def captions_text(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_attributions_widgets_follow_the_example(app, fixture_run):
+    """Back and forth between examples whose predictions differ: no stale "predicted (7)" label, no crash."""
+    at = app("attributions", **ATTR_FAST)
+    epoch = at.session_state["epoch"]
+    predicted, labels = saved_predicted(fixture_run, epoch, "test")
+    a = int(np.flatnonzero(predicted != predicted[0])[0])
+    b = int(np.flatnonzero((predicted != predicted[0]) & (predicted != predicted[a]))[0])
+    for position in (a, 0, b, 0, a):
+        at.number_input(key="attr_index").set_value(position).run()
+        ok(at)
+        want = int(predicted[position])
+        assert metric(at, f"Predicted (epoch {epoch})") == str(want)
+        assert f"Explaining **class {want}** (the prediction)" in captions_text(at)
+        assert chart(at, "attr_map_saliency")["layout"]["title"]["text"].endswith(f"class {want}")
+        assert any(c.startswith(f"test #{position} ") for c in captions(at)), captions(at)
+
+    # a class picked by hand stays picked across examples ("why not 3?")
+    other = (int(predicted[a]) + 1) % 10
+    at.selectbox(key="attr_target").set_value(other).run()
+    for position in (0, a):
+        at.number_input(key="attr_index").set_value(position).run()
+        ok(at)
+        assert chart(at, "attr_map_saliency")["layout"]["title"]["text"].endswith(f"class {other}")
+        said = " (the prediction)" if other == predicted[position] else f"; predicted {int(predicted[position])}"
+        assert f"Explaining **class {other}**{said}" in captions_text(at)
+
+    # Class means: "the example's true class" follows the example
+    at.session_state["attr_view"] = "Class means"
+    at.run()
+    for position in (0, b, 0):
+        at.number_input(key="attr_index").set_value(position).run()
+        ok(at)
+        assert f"class {int(labels[position])} (the true class of test #{position})" in captions_text(at)
+
+
+def test_confusion_explain_link_opens_the_same_example(app, fixture_run):
+    """An Explain link of the Confusion page opens the same image on Attributions (position in the split)."""
+    from urllib.parse import parse_qs
+    at = app("confusion")
+    at.radio(key="conf_split").set_value("test").run()
+    ok(at)
+    links = [parse_qs(el.proto.query_string) for el in at.get("page_link")
+             if el.proto.label == "Explain" and el.proto.query_string]
+    assert links, "no Explain links on the Confusion page"
+    link = {k: v[0] for k, v in links[-1].items()}          # the last gallery: not the first example
+    assert link["split"] == "test" and link["index"] != "0"
+    position = int(link["index"])
+
+    follow = new_app(attr_methods=["saliency"], attr_trust=False)
+    for key, value in link.items():
+        follow.query_params[key] = value
+    follow.run()
+    follow.switch_page("app_pages/attributions.py").run()
+    ok(follow)
+    assert follow.session_state["example_split"] == "test" and follow.session_state["example_index"] == position
+    # the map is Captum's saliency of the official MNIST row of that example, read from the idx file here
+    epoch = int(link["epoch"])
+    x = to_input(torch.from_numpy(official_image(fixture_run, "test", position).copy())[None])
+    model = model_at(fixture_run, epoch)
+    np.testing.assert_allclose(heatmap(follow, "attr_map_saliency"), saliency(model, x, int(model(x).argmax())),
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_confusion_cell_survives_an_epoch_change(app, fixture_run):
+    """The picked cell stays picked when the epoch (and so its count of examples) changes."""
+    at = app("confusion")
+    epochs = runs.prediction_epochs(fixture_run)
+    at.sidebar.select_slider(key="epoch").set_value(epochs[-1]).run()
+    predicted, labels = saved_predicted(fixture_run, epochs[-1], "val")
+    wrong = predicted != labels
+    t, p = int(labels[wrong][0]), int(predicted[wrong][0])
+    at.selectbox(key="conf_cell").set_value(f"{t},{p}").run()
+    ok(at)
+    for epoch in (epochs[0], epochs[-1]):
+        at.sidebar.select_slider(key="epoch").set_value(epoch).run()
+        ok(at)
+        pe, lab = saved_predicted(fixture_run, epoch, "val")
+        n = int(((lab == t) & (pe == p)).sum())
+        assert at.selectbox(key="conf_cell").value == f"{t},{p}"
+        assert any(h.value.startswith(f"True {t}, predicted {p}: {n} example") for h in at.subheader)
 
 
 # ----------------------------------------------------------------------------- kernels & activations
