@@ -85,12 +85,23 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
         for key in expected_charts[page]:
             assert chart(at, key)["data"], (page, key)
         if page == "runs":
-            table = at.dataframe[0].value
-            assert fixture_run.name in set(table["run"])
+            row = at.dataframe[0].value.set_index("run").loc[fixture_run.name]
+            m = pd.read_csv(fixture_run / "metrics.csv")
+            best = best_epoch_of(fixture_run)
+            assert row["best epoch"] == best
+            assert row["val acc"] == pytest.approx(m.loc[m["epoch"] == best, "val_acc"].item())
+            assert row["top val acc"] == pytest.approx(m["val_acc"].max())
+            seconds = round(m["epoch_seconds"].sum())                    # "1m 35s" / "42s", written out
+            assert row["duration"] == (f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
+            assert row["epochs"] == f"{len(m)}/{len(m)}"
             assert at.get("download_button"), "report download"
         if page == "overfitting":
-            verdict = (at.success or at.warning or at.info)[0].value
-            assert "epoch" in verdict
+            m = pd.read_csv(fixture_run / "metrics.csv")
+            val, last = m["val_loss"].to_numpy(), int(m["epoch"].iloc[-1])
+            if val.argmin() == len(val) - 1:      # lowest at the last epoch, so still falling: no overfitting yet
+                assert at.success and f"still falling at the last epoch ({last})" in at.success[0].value
+            else:                                 # any other verdict is a warning naming the best epoch
+                assert at.warning and f"epoch {best_epoch_of(fixture_run)}" in at.warning[0].value
             assert at.metric[0].value == str(best_epoch_of(fixture_run))
         if page == "data_page":
             md5 = at.dataframe[0].value
