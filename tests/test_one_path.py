@@ -136,3 +136,34 @@ def test_the_counters_see_the_calls(fixture_run, monkeypatch):
     runs.load_predictions(fixture_run, 1)
     runs.load_predictions(Path(str(fixture_run)), 1)
     assert calls[("model.runs.load_predictions", (str(fixture_run.resolve()), "1"), ())] == 2
+
+
+def test_diagnosis_is_spike_aware_when_diagnose_takes_class_accuracy(monkeypatch, fixture_run):
+    """cache.diagnosis hands diagnose the per-class validation accuracy of every epoch when diagnose accepts it
+    (checked against recall computed by hand from the npz files), and calls it without when it does not."""
+    from analysis import overfitting
+    from dashboard import cache
+    seen = []
+    real = overfitting.diagnose
+
+    def spike_aware(metrics, patience=2, tol=0.01, class_accuracy_by_epoch=None):
+        seen.append(class_accuracy_by_epoch)
+        return real(metrics, patience, tol)
+
+    st.cache_data.clear()
+    monkeypatch.setattr(overfitting, "diagnose", spike_aware)
+    diag = cache.diagnosis(str(fixture_run))
+    assert cache.best_epoch(str(fixture_run)) == diag.best_epoch
+    m = pd.read_csv(fixture_run / "metrics.csv")
+    assert diag.best_epoch == int(m.loc[m["val_loss"].idxmin(), "epoch"])
+    (acc,) = seen                                                   # once: the best epoch reuses the diagnosis
+    for epoch in (1, 2, 3):
+        with np.load(fixture_run / "predictions" / f"epoch_{epoch:03d}.npz") as z:
+            y, pred = z["val_labels"], z["val_logits"].astype(np.float32).argmax(1)
+        for c in range(10):
+            assert acc.loc[epoch, c] == pytest.approx(np.mean(pred[y == c] == c))
+    st.cache_data.clear()
+    monkeypatch.setattr(overfitting, "diagnose", lambda metrics, patience=2, tol=0.01: seen.append("plain") or
+                        real(metrics, patience, tol))
+    cache.diagnosis(str(fixture_run))
+    assert seen[-1] == "plain"
