@@ -359,28 +359,35 @@ def receptive_field(layers: Sequence[nn.Module]) -> ReceptiveField:
     return ReceptiveField((offset[0], offset[1]), (jump[0], jump[1]), (size[0], size[1]))
 
 
+class _Reached(Exception):
+    """Raised by `forward_layers`' hook once the layer ran: the rest of the forward is not needed."""
+
+
 def forward_layers(model: nn.Module, layer: str, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[nn.Module]:
     """The model's leaf modules in the order one forward pass runs them, up to and including `layer`.
 
-    Traced with forward hooks on a private copy (one forward of a zero image), so registration order
-    does not matter. Branches (residual blocks) are not modelled: the walk is a chain.
+    Traced with forward hooks on a private copy (a zero image, stopped right after `layer`), so
+    registration order does not matter. Branches (residual blocks) are not modelled: the walk is a chain.
     """
     work = private_copy(model).eval()
     target = _layer(work, layer)
     order: list[nn.Module] = []
-    done: list[int] = []
+
+    def reached(m: nn.Module, i: Any, o: Any) -> None:
+        raise _Reached
+
     hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in work.modules()
              if not list(m.children())]
-    hooks.append(target.register_forward_hook(lambda m, i, o: done.append(len(order)) if not done else None))
+    hooks.append(target.register_forward_hook(reached))       # after the leaf hooks: target is appended first
     try:
         with torch.no_grad():
             work(torch.zeros((1,) + tuple(input_shape)))
+    except _Reached:
+        return order
     finally:
         for h in hooks:
             h.remove()
-    if not done:
-        raise ValueError(f"layer {layer!r} did not run in a forward pass")
-    return order[:done[0]]
+    raise ValueError(f"layer {layer!r} did not run in a forward pass")
 
 
 def place_on_input(layer_map: torch.Tensor, rf: ReceptiveField,
