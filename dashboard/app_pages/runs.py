@@ -125,24 +125,24 @@ if sel.runs:
     # Every header fits its column: widths sum to what fits the main column on a 1400-px window; "started"
     # is left out of the view (the run id begins with the start time), the id comes last.
     def pct(label: str, help: str) -> st.column_config.NumberColumn:
-        return st.column_config.NumberColumn(label, format="percent", width=80, help=help)
+        return st.column_config.NumberColumn(label, format="percent", width=70, help=help)
 
     st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
                  column_order=[c for c in table.columns if c not in ("run", "started")] + ["run"],
-                 column_config={"run": st.column_config.TextColumn("run id", width=215,
+                 column_config={"run": st.column_config.TextColumn("run id", width=190,
                                                                    help="started YYYYMMDD-HHMMSS, then the name"),
-                                "name": st.column_config.TextColumn(width=90),
-                                "status": st.column_config.TextColumn(width=110),
-                                "variant": st.column_config.TextColumn(width=65),
-                                "optimizer": st.column_config.TextColumn(width=80),
-                                "lr": st.column_config.NumberColumn(format="%g", width=50),
-                                "epochs": st.column_config.TextColumn(width=65, help="finished / planned"),
-                                "best epoch": st.column_config.NumberColumn("best", width=50,
+                                "name": st.column_config.TextColumn(width=80),
+                                "status": st.column_config.TextColumn(width=100),
+                                "variant": st.column_config.TextColumn(width=60),
+                                "optimizer": st.column_config.TextColumn(width=72),
+                                "lr": st.column_config.NumberColumn(format="%g", width=45),
+                                "epochs": st.column_config.TextColumn(width=58, help="finished / planned"),
+                                "best epoch": st.column_config.NumberColumn("best", width=45,
                                                                             help="best epoch (lowest val loss)"),
                                 "val acc": pct("val acc", "validation accuracy at the best epoch"),
                                 "test acc": pct("test acc", "test accuracy at the best epoch"),
                                 "top val acc": pct("top val", "the highest validation accuracy of any epoch"),
-                                "duration": st.column_config.TextColumn(width=75, help="sum of the epoch times")})
+                                "duration": st.column_config.TextColumn(width=68, help="sum of the epoch times")})
 
     # ------------------------------------------------------------------------- compare
     st.subheader("Compare runs")
