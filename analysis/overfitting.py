@@ -189,7 +189,7 @@ def _spike_text(found: list[Spike]) -> str:
 
 
 def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01,
-             class_accuracy: pd.DataFrame | None = None) -> Diagnosis:
+             class_accuracy_by_epoch: pd.DataFrame | None = None) -> Diagnosis:
     """Best epoch, overfitting onset, early-stopping advice and a plain verdict from a metrics table.
 
     Args:
@@ -197,8 +197,9 @@ def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01,
         patience: epochs of rising validation loss before we call it overfitting, and the patience
             of the early-stopping advice. Default: 2.
         tol: relative change of validation loss treated as noise ("flat"). Default: 0.01 (1%).
-        class_accuracy: optional per-class accuracy per epoch (see `spikes`), to name the class that
-            dropped most at a spike.
+        class_accuracy_by_epoch: optional per-class accuracy per epoch, as
+            `analysis.errors.per_class_accuracy_by_epoch` (see `spikes`), to name the class that dropped
+            most at a spike.
     Returns:
         A Diagnosis.
     Raises:
@@ -250,7 +251,7 @@ def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01,
     if bump_i is not None and bump_i < b and n >= MIN_EPOCHS:
         verdict += (f" (Validation loss also rose for a while after epoch {int(epochs[bump_i])}, then fell again "
                     f"to a new lowest at epoch {best}: a temporary bump.)")
-    found = spikes(df, class_accuracy, tol)
+    found = spikes(df, class_accuracy_by_epoch, tol)
     if found and n >= MIN_EPOCHS:
         verdict += " " + _spike_text(found)
     return Diagnosis(status, verdict, best, best_loss, last, onset, stop, loss_gap(df), found)

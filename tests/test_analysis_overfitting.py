@@ -181,7 +181,7 @@ def run_class_accuracy() -> pd.DataFrame:
 
 
 def test_seed_run_spike_at_epoch_7_names_class_5():
-    d = diagnose(table(RUN_VAL, RUN_TRAIN), class_accuracy=run_class_accuracy())
+    d = diagnose(table(RUN_VAL, RUN_TRAIN), class_accuracy_by_epoch=run_class_accuracy())
     assert d.spikes == [Spike(7, 0.071, 0.096, 0.063, 5, 0.979, 0.890)]
     assert d.status == "no-overfitting" and d.best_epoch == 10
     assert d.verdict == ("No overfitting yet: validation loss was still falling at the last epoch (10). Training "

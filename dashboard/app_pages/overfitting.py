@@ -2,7 +2,6 @@
 import streamlit as st
 
 from analysis.dynamics import REGIONS
-from analysis.overfitting import spikes
 from dashboard import cache, figures, state, ui
 from model.runs import RunError
 
@@ -83,12 +82,7 @@ if diag is not None:
         marks[f"early stop {stop.stop_epoch}"] = (stop.stop_epoch, figures.MARK_COLORS["stop"])
     left, right = st.columns(2)
     loss_fig = figures.curves_figure({sel.run.name: metrics}, "loss", ("train", "val"), marks)
-    found = diag.spikes                        # one-epoch spikes of validation loss (analysis.overfitting)
-    if found and cache.prediction_epochs(run_dir):
-        try:                                   # name the class whose accuracy dropped most at each spike
-            found = spikes(metrics, cache.class_accuracy_by_epoch(run_dir, "val"))
-        except (RunError, ValueError):
-            pass
+    found = diag.spikes   # one-epoch spikes of validation loss, with the class that dropped most (cache.diagnosis)
     if found:
         loss_fig.add_scatter(
             x=[s.epoch for s in found], y=[s.at for s in found], mode="markers+text", text=["spike"] * len(found),
