@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from model import runs
 from model.runs import atomic_write_bytes
 
 KINDS = ("npz", "json", "parquet-or-csv")
@@ -81,7 +82,8 @@ def safe_key(key: str) -> str:
 
 
 def cache_dir(run_dir: Path | str) -> Path:
-    return Path(run_dir) / "cache"
+    """The run's cache folder (`model.runs.cache_dir`, the owner of the run format)."""
+    return runs.cache_dir(run_dir)
 
 
 def cache_path(run_dir: Path | str, key: str, kind: str = "npz") -> Path:

@@ -180,11 +180,11 @@ def prediction_epochs(run_dir: Path | str) -> list[int]:
     """Epochs with a predictions file; a RunError when there are none."""
     epochs = runs.prediction_epochs(run_dir)
     if not epochs:
-        raise runs.RunError(Path(run_dir) / "predictions", "no prediction files yet")
+        raise runs.RunError(runs.predictions_path(Path(run_dir), 0).parent, "no prediction files yet")
     return epochs
 
 
-def split_arrays(predictions: Mapping[str, np.ndarray], split: str = "val", source: Path | str = "predictions"
+def split_arrays(predictions: Mapping[str, np.ndarray], split: str = "val", source: Path | str = "the predictions"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probs (N,10) float32, labels (N,) int64, index (N,) int64) of the val or test set in one epoch's arrays.
 

@@ -117,7 +117,7 @@ def split_images(run_dir: str, split: str) -> np.ndarray:
     """
     epochs = prediction_epochs(run_dir)
     if not epochs:
-        raise runs.RunError(Path(run_dir) / "predictions", "no predictions saved")
+        raise runs.RunError(runs.predictions_path(Path(run_dir), 0).parent, "no predictions saved")
     _, _, index = split_predictions(run_dir, epochs[-1], split)
     return official_images(load_config(str(run_dir)).data.official_file(split), index)
 
@@ -146,7 +146,7 @@ def split_predictions_by_epoch(run_dir: str, split: str = "val", last: int | Non
     """{epoch: split_predictions(...)} of every epoch with predictions (only the `last` ones if given)."""
     epochs = prediction_epochs(run_dir)
     if not epochs:
-        raise runs.RunError(Path(run_dir) / "predictions", "no prediction files yet")
+        raise runs.RunError(runs.predictions_path(Path(run_dir), 0).parent, "no prediction files yet")
     return {e: split_predictions(run_dir, e, split) for e in (epochs[-last:] if last else epochs)}
 
 

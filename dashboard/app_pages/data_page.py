@@ -74,8 +74,9 @@ left.dataframe(sizes, hide_index=True, width="stretch",
                               "examples": st.column_config.NumberColumn(width=75),
                               "from": st.column_config.TextColumn(
                                   "from (official file[rows])", width=170,
-                                  help="Rows of the official train or test file, Python-style: train[50000:60000] "
-                                       "= rows 50,000 to 59,999.")})
+                                  help="Rows of the official train or test file, Python-style: "
+                                       f"{rows['val'][0]}[{rows['val'][1]}:{rows['val'][2]}] = rows "
+                                       f"{rows['val'][1]:,} to {rows['val'][2] - 1:,}.")})
 if run_cfg is not None and (run_cfg.train.subset or run_cfg.train.eval_subset):
     left.info(f"The selected run used a subset: the first {run_cfg.train.subset or 'all'} training and the first "
               f"{run_cfg.train.eval_subset or 'all'} validation/test examples.")
