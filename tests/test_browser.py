@@ -161,3 +161,95 @@ def test_draw_a_stroke_gives_a_prediction(server, page, page_console):
     assert real_errors(page_console) == []
     page.mouse.move(0, 0)
     screenshot_full(page, SCREENSHOTS / "draw_stroke.png")
+
+
+# ----------------------------------------------------------------------------- Attributions and the shared example
+
+def _saved_predicted(run_dir, epoch: int, split: str = "val") -> np.ndarray:
+    """The predicted class of every example of a split at `epoch`, from the run's saved logits."""
+    d = np.load(run_dir / "predictions" / f"epoch_{epoch:03d}.npz")
+    return d[f"{split}_logits"].astype(np.float32).argmax(1)
+
+
+def _type_example(page, position: int) -> None:
+    """Type a position into the Attributions example box, press Enter, wait for the page to settle."""
+    box = page.locator(".st-key-attr_index input")
+    box.fill(str(position))
+    since = page.evaluate("performance.now()")
+    box.press("Enter")
+    wait_rendered(page, since, PAGE_TIMEOUT)
+
+
+def _metric(page, label: str) -> str:
+    """The value of the st.metric with this label."""
+    found = page.locator('[data-testid="stMetric"]').filter(has_text=label)
+    assert found.count() == 1, f"no single metric {label!r}"
+    return found.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_attributions_another_prediction_then_example_0(server, page, page_console, fixture_run):
+    """The sequence that crashed ("invalid literal for int(): 'predicted (7)'"): an example whose prediction
+    differs from example 0's, then example 0 again. The explained class must follow the prediction."""
+    epoch = 3
+    predicted = _saved_predicted(fixture_run, epoch)
+    other = int(np.flatnonzero(predicted != predicted[0])[0])
+    open_page(page, server, f"/attributions?run={fixture_run.name}&epoch={epoch}&split=val&index=0", PAGE_TIMEOUT)
+    for position in (other, 0):
+        _type_example(page, position)
+        main = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        assert "unexpected problem" not in main
+        assert app_errors(page) == []
+        want = int(predicted[position])
+        assert _metric(page, f"Predicted (epoch {epoch})") == str(want)
+        assert f"Explaining class {want} (the prediction)" in main
+        assert f"val #{position} (official" in main
+        target_box = page.locator(".st-key-attr_target")
+        shown_choice = target_box.text_content() + " ".join(i.input_value() for i in target_box.locator("input").all())
+        assert "the predicted class" in shown_choice, shown_choice
+    assert real_errors(page_console) == []
+    screenshot_full(page, SCREENSHOTS / "attributions_example_0.png")
+
+
+def _official_row(run_dir, split: str, position: int) -> np.ndarray:
+    """The example's pixels (28,28) uint8 read straight from the official MNIST idx file (16-byte header)."""
+    from data.mnist import default_root
+    from model.runs import load_config
+    last = sorted((run_dir / "predictions").glob("epoch_*.npz"))[-1]
+    row = int(np.load(last)[f"{split}_index"][position])
+    name = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}[
+        load_config(run_dir).data.official_file(split)]
+    path = next(p for p in default_root().rglob(name) if p.is_file())
+    return np.fromfile(path, dtype=np.uint8, offset=16 + row * 784, count=784).reshape(28, 28)
+
+
+def test_confusion_explain_link_shows_the_same_image(server, page, page_console, fixture_run):
+    """Follow an Explain link of the Confusion page: Attributions shows that example's official MNIST pixels."""
+    import io
+    from urllib.parse import parse_qs, urlparse
+
+    from PIL import Image
+    open_page(page, server, f"/confusion?run={fixture_run.name}&epoch=3", PAGE_TIMEOUT)
+    links = page.locator('[data-testid="stPageLink"] a').filter(has_text="Explain")
+    assert links.count() > 1
+    link = links.nth(links.count() - 1)        # the last gallery's last example: not position 0
+    query = {k: v[0] for k, v in parse_qs(urlparse(link.get_attribute("href")).query).items()}
+    position, split = int(query["index"]), query["split"]
+    assert position != 0
+    link.scroll_into_view_if_needed()
+    since = page.evaluate("performance.now()")
+    link.click()
+    wait_rendered(page, since, PAGE_TIMEOUT)
+    assert urlparse(page.url).path == PAGES["attributions"]
+    assert app_errors(page) == []
+    shown = page.locator('[data-testid="stImage"]').filter(has_text=f"{split} #{position} (official")
+    assert shown.count() == 1
+    png = bytes(shown.locator("img").evaluate(
+        "async (img) => Array.from(new Uint8Array(await (await fetch(img.src)).arrayBuffer()))"))
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    scale = pixels.shape[0] // 28                             # the page upscales each pixel to a square block
+    assert pixels.shape == (28 * scale, 28 * scale)
+    official = _official_row(fixture_run, split, position).astype(int)
+    diff = np.abs(pixels[scale // 2::scale, scale // 2::scale].astype(int) - official)
+    assert diff.max() <= 2, diff.max()          # Streamlit re-encodes the picture: a level or two off at most
+    assert np.abs(official - _official_row(fixture_run, split, position - 1)).max() > 2    # so a wrong row fails
+    assert real_errors(page_console) == []
