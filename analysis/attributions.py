@@ -570,8 +570,10 @@ def class_mean_attribution(model: nn.Module, images: torch.Tensor, method: str, 
 
 
 def class_mean_attribution_cached(run_dir: Path | str, epoch: int, digit: int, method: str,
-                                  n: int = 100, **options: Any) -> np.ndarray:
+                                  n: int = 100, model: nn.Module | None = None, **options: Any) -> np.ndarray:
     """`class_mean_attribution` of a run's checkpoint over the first n test images of `digit`.
+
+    `model` is the checkpoint's model if the caller has it loaded (default: load it from the run).
 
     Cached in `<run>/cache/` (analysis.cache), keyed by method, epoch, digit, n and the options.
     Tensor-valued options (a custom baseline) cannot be cached: call `class_mean_attribution`.
@@ -596,7 +598,8 @@ def class_mean_attribution_cached(run_dir: Path | str, epoch: int, digit: int, m
         if len(idx) == 0:
             raise ValueError(f"no test images of class {digit!r}")
         images = torch.from_numpy(raw["t10k-images-idx3-ubyte"][idx].copy())    # (n,28,28) uint8
-        mean = class_mean_attribution(load_model(run_dir, epoch), images, method, int(digit), **options)
+        net = model if model is not None else load_model(run_dir, epoch)
+        mean = class_mean_attribution(net, images, method, int(digit), **options)
         return mean[0].numpy().astype(np.float32)
 
     return cached(run_dir, key, compute, kind="npz")

@@ -48,10 +48,19 @@ def training_dynamics(run_dir: Path | str) -> Dynamics:
         RunError: no predictions, no training records (e.g. an imported checkpoint), or epochs that
             cover different training examples.
     """
-    epochs = prediction_epochs(run_dir)
+    return dynamics_of(run_dir, {e: read_predictions(run_dir, e) for e in prediction_epochs(run_dir)})
+
+
+def dynamics_of(run_dir: Path | str, predictions_by_epoch: dict[int, dict[str, np.ndarray]]) -> Dynamics:
+    """`training_dynamics` from predictions already read: {epoch: the arrays of its predictions file}.
+
+    `run_dir` only names the files in errors.
+    """
     probs, correct, labels, index = [], [], None, None
-    for epoch in epochs:
-        p = read_predictions(run_dir, epoch)
+    if not predictions_by_epoch:
+        raise runs.RunError(runs.predictions_dir(run_dir), "no prediction files yet")
+    for epoch in sorted(predictions_by_epoch):
+        p = predictions_by_epoch[epoch]
         path = runs.predictions_path(Path(run_dir), epoch)
         if "train_true_prob" not in p or "train_correct" not in p or "train_index" not in p:
             raise runs.RunError(path, "no training records (train_true_prob / train_correct): "
@@ -110,7 +119,11 @@ def most_forgotten(run_dir: Path | str, k: int = 20) -> pd.DataFrame:
 
     Sorted by events (most first), ties by index; examples never forgotten are left out.
     """
-    d = training_dynamics(run_dir)
+    return most_forgotten_of(training_dynamics(run_dir), k)
+
+
+def most_forgotten_of(d: Dynamics, k: int = 20) -> pd.DataFrame:
+    """`most_forgotten` of dynamics already stacked."""
     events = forgetting_events(d.correct)
     pos = np.flatnonzero(events > 0)
     pos = pos[np.lexsort((d.index[pos], -events[pos]))][:k]

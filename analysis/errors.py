@@ -180,7 +180,7 @@ def prediction_epochs(run_dir: Path | str) -> list[int]:
     """Epochs with a predictions file; a RunError when there are none."""
     epochs = runs.prediction_epochs(run_dir)
     if not epochs:
-        raise runs.RunError(runs.predictions_path(Path(run_dir), 0).parent, "no prediction files yet")
+        raise runs.RunError(runs.predictions_dir(run_dir), "no prediction files yet")
     return epochs
 
 
@@ -196,10 +196,7 @@ def split_arrays(predictions: Mapping[str, np.ndarray], split: str = "val", sour
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    try:
-        logits, labels, index = (predictions[f"{split}_{k}"] for k in ("logits", "labels", "index"))
-    except KeyError as e:
-        raise runs.RunError(source, f"no {e.args[0]} array") from e
+    logits, labels, index = runs.split_arrays(predictions, split, source)
     return softmax(logits), np.asarray(labels).astype(np.int64), np.asarray(index).astype(np.int64)
 
 

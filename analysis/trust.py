@@ -141,11 +141,13 @@ def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | tor
 
 
 def randomization_test_cached(run_dir, epoch: int, image: np.ndarray, method: str, target: int,
-                              weight_seed: int = 0, **options: Any) -> pd.DataFrame:
+                              weight_seed: int = 0, model: nn.Module | None = None, **options: Any) -> pd.DataFrame:
     """`randomization_test` of a run's checkpoint on one image, cached in the run folder.
 
     Args:
         image: float (28,28) in [0,1]; its bytes' hash is part of the cache key.
+        model: the checkpoint's model if the caller has it loaded already (it is not modified);
+            default: load it from the run.
         **options: plain (hashable) options for `attribute`.
     Returns:
         The table of `randomization_test`.
@@ -162,7 +164,8 @@ def randomization_test_cached(run_dir, epoch: int, image: np.ndarray, method: st
 
     def compute() -> pd.DataFrame:
         x = torch.from_numpy(image)[None, None]                                   # (1,1,28,28)
-        return randomization_test(load_model(run_dir, epoch), x, int(target), method,
+        net = model if model is not None else load_model(run_dir, epoch)
+        return randomization_test(net, x, int(target), method,
                                   weight_seed=weight_seed, **options)
     return cached(run_dir, key, compute, kind="parquet-or-csv")
 

@@ -13,7 +13,6 @@ restart. Every loader raises model.runs.RunError / data.mnist.DataError for bad 
 """
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -69,8 +68,13 @@ def load_status(run_dir: Path | str) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def load_config(run_dir: str) -> runs.RunConfig:
+def _config(run_dir: str, mtime: float) -> runs.RunConfig:
     return runs.load_config(Path(run_dir))
+
+
+def load_config(run_dir: str | Path) -> runs.RunConfig:
+    """config.json of a run as a RunConfig (re-read when the file changes, e.g. after --resume)."""
+    return _config(str(run_dir), _mtime(runs.config_path(run_dir)))
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -117,7 +121,7 @@ def split_images(run_dir: str, split: str) -> np.ndarray:
     """
     epochs = prediction_epochs(run_dir)
     if not epochs:
-        raise runs.RunError(runs.predictions_path(Path(run_dir), 0).parent, "no predictions saved")
+        raise runs.RunError(runs.predictions_dir(run_dir), "no predictions saved")
     _, _, index = split_predictions(run_dir, epochs[-1], split)
     return official_images(load_config(str(run_dir)).data.official_file(split), index)
 
@@ -146,15 +150,8 @@ def split_predictions_by_epoch(run_dir: str, split: str = "val", last: int | Non
     """{epoch: split_predictions(...)} of every epoch with predictions (only the `last` ones if given)."""
     epochs = prediction_epochs(run_dir)
     if not epochs:
-        raise runs.RunError(runs.predictions_path(Path(run_dir), 0).parent, "no prediction files yet")
+        raise runs.RunError(runs.predictions_dir(run_dir), "no prediction files yet")
     return {e: split_predictions(run_dir, e, split) for e in (epochs[-last:] if last else epochs)}
-
-
-def _accepts(func, name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -162,23 +159,20 @@ def _diagnosis(run_dir: str, split: str, metrics_mtime: float, key: tuple):
     """(Diagnosis, None) or (None, the ValueError's message): a run too short to diagnose is cached too."""
     from analysis import overfitting
     metrics = load_metrics(run_dir)
-    extra = {}
-    if key and _accepts(overfitting.diagnose, "class_accuracy_by_epoch"):
-        try:
-            extra["class_accuracy_by_epoch"] = class_accuracy_by_epoch(run_dir, split)
-        except runs.RunError:
-            pass     # unreadable predictions: diagnose from the metrics alone
     try:
-        return overfitting.diagnose(metrics, **extra), None
+        by_class = class_accuracy_by_epoch(run_dir, split) if key else None
+    except runs.RunError:
+        by_class = None          # unreadable predictions: diagnose from the metrics alone
+    try:
+        return overfitting.diagnose(metrics, class_accuracy_by_epoch=by_class), None
     except ValueError as e:
         return None, str(e)
 
 
 def diagnosis(run_dir: str, split: str = "val"):
-    """analysis.overfitting.diagnose of a run's metrics (with the per-class accuracy of `split` over epochs
-    when diagnose takes it, for spike detection). ValueError when there is too little to diagnose."""
-    from analysis import overfitting
-    key = _predictions_key(str(run_dir)) if _accepts(overfitting.diagnose, "class_accuracy_by_epoch") else ()
+    """analysis.overfitting.diagnose of a run's metrics, with the per-class accuracy of `split` over epochs
+    (so a spike names the class that dropped most). ValueError when there is too little to diagnose."""
+    key = _predictions_key(str(run_dir))
     diag, problem = _diagnosis(str(run_dir), split, _mtime(runs.metrics_path(run_dir)), key)
     if diag is None:
         raise ValueError(problem)
@@ -328,8 +322,8 @@ def classes_getting_worse(run_dir: str, split: str = "val", min_drop: float = 0.
 
 @st.cache_data(show_spinner="Reading the training dynamics…", max_entries=8)
 def _training_dynamics(run_dir: str, key: tuple):
-    from analysis.dynamics import training_dynamics
-    return training_dynamics(run_dir)
+    from analysis.dynamics import dynamics_of
+    return dynamics_of(run_dir, {e: load_predictions(run_dir, e) for e in prediction_epochs(run_dir)})
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -339,7 +333,7 @@ def _dynamics(what: str, run_dir: str, key: tuple) -> pd.DataFrame:
         d = _training_dynamics(run_dir, key)
         return dynamics.forgetting_table(d.correct, d.labels)
     if what == "most_forgotten":
-        return dynamics.most_forgotten(run_dir, k=24)
+        return dynamics.most_forgotten_of(_training_dynamics(run_dir, key), k=24)
     if what == "cartography":
         d = _training_dynamics(run_dir, key)
         return dynamics.cartography_table(d.true_prob, d.correct, d.labels, d.index)
@@ -503,7 +497,8 @@ def all_class_attributions(run_dir: str, epoch: int, image: np.ndarray, method: 
 def _sanity(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
             options: tuple) -> tuple[pd.DataFrame, bool, str]:
     from analysis import trust
-    table = trust.randomization_test_cached(run_dir, epoch, image, method, int(target), **dict(options))
+    table = trust.randomization_test_cached(run_dir, epoch, image, method, int(target),
+                                            model=load_model(run_dir, epoch), **dict(options))
     passed, sentence = trust.sanity_verdict(table)
     return table, passed, sentence
 
@@ -534,7 +529,8 @@ def deletion_check(run_dir: str, epoch: int, image: np.ndarray, method: str, tar
 @st.cache_data(show_spinner="Averaging maps over the class (cached in the run folder)…", max_entries=128)
 def _class_mean(run_dir: str, epoch: int, digit: int, method: str, n: int, options: tuple) -> np.ndarray:
     from analysis.attributions import class_mean_attribution_cached
-    return class_mean_attribution_cached(run_dir, epoch, digit, method, n=n, **dict(options))
+    return class_mean_attribution_cached(run_dir, epoch, digit, method, n=n, model=load_model(run_dir, epoch),
+                                         **dict(options))
 
 
 def class_mean_attribution(run_dir: str, epoch: int, digit: int, method: str, n: int,

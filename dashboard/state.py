@@ -51,14 +51,6 @@ def current() -> Selection:
     return sel if sel is not None else Selection(cache.runs_dir(), [])
 
 
-def best_epoch(metrics) -> int | None:
-    from analysis.overfitting import diagnose
-    try:
-        return diagnose(metrics).best_epoch
-    except ValueError:
-        return int(metrics["epoch"].iloc[-1]) if len(metrics) else None
-
-
 def _apply_query_params(ids: list[str]) -> None:
     """Take ?run=&epoch=&index=&split= from a link into widget state, once per distinct link.
 
@@ -123,7 +115,7 @@ def render_sidebar() -> Selection:
         metrics = None
     if metrics is not None and len(metrics):
         sel.epochs = [int(e) for e in metrics["epoch"]]
-        sel.best_epoch = best_epoch(metrics)
+        sel.best_epoch = cache.best_epoch(sel.run_dir)
         _render_epoch_picker(sb, sel)
     elif sel.problem is None:
         sb.info("This run has no finished epoch yet.")

@@ -106,8 +106,16 @@ def checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
 
 
+def predictions_dir(run_dir: Path | str) -> Path:
+    return Path(run_dir) / "predictions"
+
+
 def predictions_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / "predictions" / f"epoch_{epoch:03d}.npz"
+    return predictions_dir(run_dir) / f"epoch_{epoch:03d}.npz"
+
+
+def config_path(run_dir: Path | str) -> Path:
+    return Path(run_dir) / CONFIG_FILE
 
 
 def optimizer_path(run_dir: Path) -> Path:
@@ -296,7 +304,7 @@ def _read_json(path: Path) -> dict:
 
 def load_config(run_dir: Path | str) -> RunConfig:
     """config.json as a RunConfig (RunError naming the file when it cannot be read or parsed)."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = config_path(run_dir)
     raw = _read_json(path)
     try:
         return RunConfig.from_dict(raw)
@@ -381,6 +389,18 @@ def load_predictions(run_dir: Path | str, epoch: int) -> dict[str, np.ndarray]:
         raise RunError(path, f"corrupt predictions file ({e})") from e
     except Exception as e:  # zipfile.BadZipFile and friends
         raise RunError(path, f"corrupt predictions file ({type(e).__name__}: {e})") from e
+
+
+def split_arrays(predictions: dict[str, np.ndarray], split: str, source: Path | str = "the predictions"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits (N,10), labels (N,), official index (N,)) of "val" or "test" in one predictions file's arrays.
+
+    RunError naming `source` when the file lacks one of them.
+    """
+    try:
+        return tuple(predictions[f"{split}_{k}"] for k in ("logits", "labels", "index"))
+    except KeyError as e:
+        raise RunError(source, f"no {e.args[0]} array") from e
 
 
 def model_config(run_dir: Path | str) -> NetConfig:

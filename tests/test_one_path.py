@@ -30,27 +30,7 @@ COUNTED = [   # (module, function): the readers of run files and the analysis re
 # Functions counted by their positional arguments only: diagnose(metrics) and diagnose(metrics,
 # class_accuracy_by_epoch=...) are one computation (the best epoch and verdict of that run) done twice.
 SAME_COMPUTATION = {"analysis.overfitting.diagnose"}
-# Duplicates whose fix is in a file the author of this test does not own, by (page, function): each is
-# checked by a strict-xfail test below, which starts passing (and so fails, being strict) once the fix
-# lands: then delete the entry. "*" is every page (the sidebar runs on all of them).
-DIAGNOSE = ("dashboard/state.py: the sidebar's best_epoch(metrics) runs diagnose uncached on every rerun; "
-            "use `sel.best_epoch = cache.best_epoch(sel.run_dir)` (the cached, spike-aware diagnosis)")
-DYNAMICS = ("analysis/dynamics.py: training_dynamics reads every predictions file itself, and most_forgotten "
-            "reads them all again; give both a data form (Dynamics from {epoch: arrays}, most_forgotten of a "
-            "Dynamics) so dashboard/cache.py feeds them the cached predictions")
-MODEL = ("analysis/trust.py randomization_test_cached and analysis/attributions.py class_mean_attribution_cached "
-         "load the checkpoint themselves (model.runs.load_model); let them take the model, so dashboard/cache.py "
-         "passes its shared cache.load_model(run, epoch)")
-PENDING = {
-    ("*", "analysis.overfitting.diagnose"): DIAGNOSE,
-    ("overfitting", "analysis.dynamics.training_dynamics"): DYNAMICS,
-    ("overfitting", "model.runs.load_predictions"): DYNAMICS,
-    ("attributions", "model.runs.load_model"): MODEL,
-}
 
-
-def _pending(page: str, name: str) -> bool:
-    return (page, name) in PENDING or ("*", name) in PENDING
 
 
 def _key(value) -> object:
@@ -123,14 +103,7 @@ def _report(findings: dict, keep) -> list[str]:
 
 
 def test_no_page_computes_the_same_thing_twice_in_one_rerun(findings):
-    problems = _report(findings, lambda page, name: not _pending(page, name))
-    assert not problems, "\n".join(problems)
-
-
-@pytest.mark.parametrize("where,name", sorted(PENDING))
-def test_pending_duplicates(findings, where, name, request):
-    request.applymarker(pytest.mark.xfail(strict=True, reason=PENDING[(where, name)]))
-    problems = _report(findings, lambda page, n: n == name and where in ("*", page))
+    problems = _report(findings, lambda page, name: True)
     assert not problems, "\n".join(problems)
 
 
@@ -143,9 +116,9 @@ def test_the_counters_see_the_calls(fixture_run, monkeypatch):
     assert calls[("model.runs.load_predictions", (str(fixture_run.resolve()), "1"), ())] == 2
 
 
-def test_diagnosis_is_spike_aware_when_diagnose_takes_class_accuracy(monkeypatch, fixture_run):
-    """cache.diagnosis hands diagnose the per-class validation accuracy of every epoch when diagnose accepts it
-    (checked against recall computed by hand from the npz files), and calls it without when it does not."""
+def test_diagnosis_is_spike_aware(monkeypatch, fixture_run):
+    """cache.diagnosis hands diagnose the per-class validation accuracy of every epoch (checked against
+    recall computed by hand from the npz files), once for the verdict and the best epoch together."""
     from analysis import overfitting
     from dashboard import cache
     seen = []
@@ -167,8 +140,3 @@ def test_diagnosis_is_spike_aware_when_diagnose_takes_class_accuracy(monkeypatch
             y, pred = z["val_labels"], z["val_logits"].astype(np.float32).argmax(1)
         for c in range(10):
             assert acc.loc[epoch, c] == pytest.approx(np.mean(pred[y == c] == c))
-    st.cache_data.clear()
-    monkeypatch.setattr(overfitting, "diagnose", lambda metrics, patience=2, tol=0.01: seen.append("plain") or
-                        real(metrics, patience, tol))
-    cache.diagnosis(str(fixture_run))
-    assert seen[-1] == "plain"
