@@ -69,6 +69,25 @@ def add_epoch_marks(fig: go.Figure, marks: dict[str, tuple[int, str]], last: int
         fig.update_layout(margin=dict(t=top + 15 * len(marks)))
 
 
+SPIKE_COLOR = "#E8590C"
+
+
+def add_spike_marks(fig: go.Figure, spikes: list, run_name: str | None = None) -> None:
+    """Mark one-epoch spikes of validation loss (analysis.overfitting.Spike) with an orange ✕ and "spike"."""
+    if not spikes:
+        return
+    fig.add_scatter(
+        x=[s.epoch for s in spikes], y=[s.at for s in spikes], mode="markers+text", text=["spike"] * len(spikes),
+        textposition="top center", textfont=dict(color=SPIKE_COLOR, size=11),
+        name=f"{run_name} · spike" if run_name else "one-epoch spike",
+        marker=dict(symbol="x", size=12, color=SPIKE_COLOR),
+        hovertext=[(f"{run_name}: " if run_name else "") + f"one-epoch spike of validation loss at epoch {s.epoch}"
+                   f"<br>{s.before:.3g} → {s.at:.3g} → {s.after:.3g}: it came back the next epoch, not overfitting"
+                   + (f"<br>class {s.worst_class} dropped most: {s.class_before:.1%} → {s.class_at:.1%}"
+                      if s.worst_class is not None else "") for s in spikes],
+        hovertemplate="%{hovertext}<extra></extra>")
+
+
 def epoch_axis(fig: go.Figure, last: int, first: int = 1) -> None:
     """An epoch x-axis from `first` to `last` with integer ticks (one per epoch up to 20 epochs).
 

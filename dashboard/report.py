@@ -16,8 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import cache
-from dashboard.figures import (MARK_COLORS, RUN_COLORS, confusion_figure, curves_figure,  # noqa: F401  (RUN_COLORS,
-                               style_class_report)                                          # curves_figure: curves page)
+from dashboard.figures import MARK_COLORS, add_spike_marks, confusion_figure, curves_figure, style_class_report
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
@@ -49,9 +48,10 @@ def build_report(run_dir: Path | str, epoch: int | None = None, split: str = "va
     name = config.name or run_dir.name
     parts: list[str] = []
     try:
-        verdict = cache.diagnosis(key).verdict
+        diag = cache.diagnosis(key)
+        verdict, spikes = diag.verdict, diag.spikes
     except ValueError as e:
-        verdict = f"No diagnosis: {e}"
+        verdict, spikes = f"No diagnosis: {e}", []
     best = cache.best_epoch(key)
     epoch = epoch if epoch is not None else best
 
@@ -61,6 +61,7 @@ def build_report(run_dir: Path | str, epoch: int | None = None, split: str = "va
         same = (name,) if config.data.val_is_test else ()
         figures += [curves_figure({name: metrics}, "loss", marks=marks, val_is_test=same),
                     curves_figure({name: metrics}, "acc", marks=marks, val_is_test=same)]
+        add_spike_marks(figures[0], spikes)
     parts.append(f"<h2>Overfitting</h2><p class='verdict'>{html.escape(verdict)}</p>")
     parts.append("<h2>Training curves</h2>{FIG0}{FIG1}" if figures else "<p>No finished epoch yet.</p>")
 

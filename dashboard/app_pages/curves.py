@@ -4,8 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.curves import ema
-from analysis.overfitting import spikes
-from dashboard import cache, report, state, ui
+from dashboard import cache, figures, state, ui
 from model.runs import RunError
 
 sel = state.current()
@@ -62,29 +61,23 @@ log_y = c3.toggle("Log scale", key="curves_log", help="Logarithmic loss axis.")
 
 marks = {}
 if sel.best_epoch is not None:
-    marks[f"best epoch {sel.best_epoch}"] = (sel.best_epoch, report.MARK_COLORS["best"])
+    marks[f"best epoch {sel.best_epoch}"] = (sel.best_epoch, figures.MARK_COLORS["best"])
 if sel.epoch is not None and sel.epoch != sel.best_epoch:
-    marks[f"selected {sel.epoch}"] = (sel.epoch, report.MARK_COLORS["selected"])
+    marks[f"selected {sel.epoch}"] = (sel.epoch, figures.MARK_COLORS["selected"])
 
 left, right = st.columns(2)
-loss_fig = report.curves_figure(metrics, "loss", tuple(splits), marks, log_y, val_is_test=tuple(val_is_test))
-for name, df in metrics.items():
-    try:
-        found = spikes(df) if "val" in splits else []   # one-epoch spikes of validation loss (analysis.overfitting)
-    except ValueError:                                  # a table diagnose cannot read (NaN, no epochs): no marks
-        found = []
-    if found:
-        loss_fig.add_trace(go.Scatter(
-            x=[s.epoch for s in found], y=[s.at for s in found], mode="markers+text", text=["spike"] * len(found),
-            textposition="top center", textfont=dict(color="#E8590C", size=11),
-            name=f"{name} · spike" if len(metrics) > 1 else "one-epoch spike",
-            marker=dict(symbol="x", size=12, color="#E8590C"),
-            hovertext=[f"{name}: one-epoch spike of validation loss at epoch {s.epoch}<br>"
-                       f"{s.before:.3g} → {s.at:.3g} → {s.after:.3g}: it came back the next epoch, not overfitting"
-                       for s in found],
-            hovertemplate="%{hovertext}<extra></extra>"))
+loss_fig = figures.curves_figure(metrics, "loss", tuple(splits), marks, log_y, val_is_test=tuple(val_is_test))
+if "val" in splits:
+    for run in shown:
+        name = label_of(run, shown)
+        if name in metrics and len(metrics[name]):
+            try:
+                found = cache.diagnosis(run.path).spikes       # the cached, spike-aware diagnosis of that run
+            except (ValueError, RunError):                     # too little to diagnose, or unreadable: no marks
+                found = []
+            figures.add_spike_marks(loss_fig, found, name if len(metrics) > 1 else None)
 left.plotly_chart(loss_fig, key="curves_loss")
-right.plotly_chart(report.curves_figure(metrics, "acc", tuple(splits), marks, val_is_test=tuple(val_is_test)),
+right.plotly_chart(figures.curves_figure(metrics, "acc", tuple(splits), marks, val_is_test=tuple(val_is_test)),
                    key="curves_acc")
 if val_is_test and "val" in splits and "test" in splits:
     who = "This run" if len(metrics) == 1 else "Run" + ("s " if len(val_is_test) > 1 else " ") + ", ".join(
@@ -98,7 +91,7 @@ fig = go.Figure()
 for i, (name, df) in enumerate(steps.items()):
     if df.empty:
         continue
-    color = report.RUN_COLORS[i % len(report.RUN_COLORS)]
+    color = figures.RUN_COLORS[i % len(figures.RUN_COLORS)]
     fig.add_trace(go.Scatter(x=df["step"], y=df["loss"], mode="lines", name=f"{name} · raw", opacity=0.25,
                              line=dict(color=color, width=1), legendgroup=name, customdata=df["epoch"],
                              hovertemplate="step %{x} (epoch %{customdata})<br>loss %{y:.4f}<extra>raw</extra>"))

@@ -82,17 +82,7 @@ if diag is not None:
         marks[f"early stop {stop.stop_epoch}"] = (stop.stop_epoch, figures.MARK_COLORS["stop"])
     left, right = st.columns(2)
     loss_fig = figures.curves_figure({sel.run.name: metrics}, "loss", ("train", "val"), marks)
-    found = diag.spikes   # one-epoch spikes of validation loss, with the class that dropped most (cache.diagnosis)
-    if found:
-        loss_fig.add_scatter(
-            x=[s.epoch for s in found], y=[s.at for s in found], mode="markers+text", text=["spike"] * len(found),
-            textposition="top center", textfont=dict(color="#E8590C", size=11), name="one-epoch spike",
-            marker=dict(symbol="x", size=12, color="#E8590C"),
-            hovertext=[f"one-epoch spike of validation loss at epoch {s.epoch}<br>{s.before:.3g} → {s.at:.3g} → "
-                       f"{s.after:.3g}: it came back the next epoch, not overfitting"
-                       + (f"<br>class {s.worst_class} dropped most: {s.class_before:.1%} → {s.class_at:.1%}"
-                          if s.worst_class is not None else "") for s in found],
-            hovertemplate="%{hovertext}<extra></extra>")
+    figures.add_spike_marks(loss_fig, diag.spikes)   # one-epoch spikes, with the class that dropped most
     left.plotly_chart(loss_fig, key="over_curves")
     fig = figures.gap_figure(diag.gap, marks)
     right.plotly_chart(fig, key="over_gap")
