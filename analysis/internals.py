@@ -128,7 +128,7 @@ def activations(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: t[0].detach() for name, t in _stages(model, _as_input(x))}
 
 
-# ----------------------------------------------------------------------------- filters
+# ----------------------------------------------------------------------------- kernels
 
 def conv_kernels(run_dir: Path | str, epoch: int, layer: str = "conv1") -> np.ndarray:
     """The conv kernels of a checkpoint: conv1 (32,3,3) (the single input channel squeezed), conv2 (64,32,3,3)."""
@@ -357,8 +357,8 @@ def weight_norms(run_dir: Path | str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["epoch", "layer", "norm"])
 
 
-def filter_drift(run_dir: Path | str, layer: str = "conv1") -> pd.DataFrame:
-    """How far each kernel moves: columns epoch, filter, from_previous, from_first (L2 distances).
+def kernel_drift(run_dir: Path | str, layer: str = "conv1") -> pd.DataFrame:
+    """How far each kernel moves: columns epoch, kernel, from_previous, from_first (L2 distances).
 
     `from_previous` compares with the previous checkpoint (NaN at the first), `from_first` with the
     first checkpoint (epoch 1 for runs made by the trainer; 0 there).
@@ -367,18 +367,18 @@ def filter_drift(run_dir: Path | str, layer: str = "conv1") -> pd.DataFrame:
     rows, first, prev = [], None, None
     for epoch in epochs:
         k = conv_kernels(run_dir, epoch, layer).astype(np.float64)
-        k = k.reshape(len(k), -1)                             # (filters, weights per filter)
+        k = k.reshape(len(k), -1)                             # (kernels, weights per kernel)
         first = k if first is None else first
         d_prev = np.linalg.norm(k - prev, axis=1) if prev is not None else np.full(len(k), np.nan)
         d_first = np.linalg.norm(k - first, axis=1)
         for f in range(len(k)):
-            rows.append({"epoch": epoch, "filter": f, "from_previous": d_prev[f], "from_first": d_first[f]})
+            rows.append({"epoch": epoch, "kernel": f, "from_previous": d_prev[f], "from_first": d_first[f]})
         prev = k
-    return pd.DataFrame(rows, columns=["epoch", "filter", "from_previous", "from_first"])
+    return pd.DataFrame(rows, columns=["epoch", "kernel", "from_previous", "from_first"])
 
 
 def mean_drift(drift: pd.DataFrame, column: str = "from_previous") -> pd.Series:
-    """The mean over kernels of a `filter_drift` column at each epoch (epochs where it is NaN left out)."""
+    """The mean over kernels of a `kernel_drift` column at each epoch (epochs where it is NaN left out)."""
     return drift.dropna(subset=[column]).groupby("epoch")[column].mean()
 
 

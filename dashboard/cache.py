@@ -581,23 +581,15 @@ def conv_kernels(run_dir: str, epoch: int, layer: str = "conv1") -> np.ndarray:
     return kernels(run_dir, epoch, layer)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def conv1_params(run_dir: str, epoch: int) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(kernels (32,3,3), biases (32,), input mean, input std) of conv1 at an epoch."""
-    model = load_model(run_dir, epoch)
-    return (model.conv1.weight.detach()[:, 0].numpy().copy(), model.conv1.bias.detach().numpy().copy(),
-            float(model.mean), float(model.std))
-
-
-@st.cache_data(show_spinner="Measuring how the filters moved…", max_entries=32)
-def _filter_drift(run_dir: str, layer: str, key: tuple) -> pd.DataFrame:
-    from analysis.internals import filter_drift as drift
+@st.cache_data(show_spinner="Measuring how the kernels moved…", max_entries=32)
+def _kernel_drift(run_dir: str, layer: str, key: tuple) -> pd.DataFrame:
+    from analysis.internals import kernel_drift as drift
     return drift(run_dir, layer)
 
 
-def filter_drift(run_dir: str, layer: str = "conv1") -> pd.DataFrame:
-    """analysis.internals.filter_drift: columns epoch, filter, from_previous, from_first."""
-    return _filter_drift(str(run_dir), layer, checkpoints_key(str(run_dir)))
+def kernel_drift(run_dir: str, layer: str = "conv1") -> pd.DataFrame:
+    """analysis.internals.kernel_drift: columns epoch, kernel, from_previous, from_first."""
+    return _kernel_drift(str(run_dir), layer, checkpoints_key(str(run_dir)))
 
 
 @st.cache_data(show_spinner="Finding the images that excite this channel most (cached in the run folder)…",

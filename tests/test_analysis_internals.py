@@ -307,22 +307,22 @@ def test_weight_norms_hand_checked(fixture_run):
         assert row["norm"].item() == pytest.approx(np.sqrt((w ** 2).sum()), rel=1e-9)
 
 
-def test_filter_drift_hand_checked(fixture_run):
-    df = internals.filter_drift(fixture_run, "conv1")
+def test_kernel_drift_hand_checked(fixture_run):
+    df = internals.kernel_drift(fixture_run, "conv1")
     assert len(df) == 3 * 32
     k = {e: checkpoint_tensor(fixture_run, e, "conv1.weight").astype(np.float64) for e in (1, 2, 3)}
-    r = df.set_index(["epoch", "filter"])
+    r = df.set_index(["epoch", "kernel"])
     assert np.isnan(r.loc[(1, 0), "from_previous"]) and r.loc[(1, 0), "from_first"] == 0
     assert r.loc[(2, 4), "from_previous"] == pytest.approx(np.sqrt(((k[2][4] - k[1][4]) ** 2).sum()))
     assert r.loc[(3, 4), "from_previous"] == pytest.approx(np.sqrt(((k[3][4] - k[2][4]) ** 2).sum()))
     assert r.loc[(3, 31), "from_first"] == pytest.approx(np.sqrt(((k[3][31] - k[1][31]) ** 2).sum()))
     assert (df["from_first"][df.epoch == 3] > 0).mean() > 0.5         # training moved most kernels
-    assert internals.filter_drift(fixture_run, "conv2").shape == (3 * 64, 4)
+    assert internals.kernel_drift(fixture_run, "conv2").shape == (3 * 64, 4)
 
 
 def test_mean_drift_hand_checked():
     import pandas as pd
-    drift = pd.DataFrame({"epoch": [1, 1, 2, 2, 3, 3], "filter": [0, 1] * 3,
+    drift = pd.DataFrame({"epoch": [1, 1, 2, 2, 3, 3], "kernel": [0, 1] * 3,
                           "from_previous": [np.nan, np.nan, 1.0, 3.0, 0.5, 0.0],
                           "from_first": [0.0, 0.0, 1.0, 3.0, 2.0, 4.0]})
     prev = internals.mean_drift(drift, "from_previous")

@@ -99,9 +99,9 @@ if view == "conv1 kernels":
         if len(ckpts) < 2:
             st.info("Drift needs at least two checkpoints; this run has one.")
         else:
-            drift = cache.filter_drift(run_dir, "conv1").dropna(subset=[kind])
+            drift = cache.kernel_drift(run_dir, "conv1").dropna(subset=[kind])
             fig = go.Figure()
-            for f, rows in drift.groupby("filter"):
+            for f, rows in drift.groupby("kernel"):
                 fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[kind], mode="lines", name=f"kernel {f}",
                                          line=dict(width=1, color="rgba(76,110,245,0.35)"), showlegend=False,
                                          hovertemplate=f"kernel {f}<br>epoch %{{x}}<br>"
