@@ -102,6 +102,19 @@ def test_attributions_renders_with_trust_figures(app, fixture_run):
     keys = [c.proto.id for c in at.get("plotly_chart")]
     assert not any(k.endswith(("-attr_adv_img", "-attr_all_grid", "-attr_cmp_map_a")) for k in keys), keys
     assert chart(at, "attr_probs")["layout"]["xaxis"]["tickvals"] == list(range(10))
+    assert not any(k.endswith("-attr_curves_saliency") for k in keys), "the trust details open only when asked"
+
+    # the trust details (a dialog): every similarity curve starts at 1 (the map against itself), and the
+    # deletion curve at the model's probability of the class for the untouched image
+    at.button(key="attr_details_saliency").click().run()
+    ok(at)
+    curves = {t["name"]: array(t["y"]) for t in chart(at, "attr_curves_saliency")["data"]}
+    similarity = [name for name in curves if name.startswith(("rank correlation", "SSIM"))]
+    assert "rank correlation of |map|" in similarity and "SSIM of |map|" in similarity, list(curves)
+    for name in similarity:
+        assert curves[name][0] == pytest.approx(1.0, abs=1e-6), name
+    p_class = float(torch.softmax(model(x), 1)[0, pred])
+    assert curves["most important pixels first"][0] == pytest.approx(p_class, abs=1e-5)
 
 
 def test_attributions_target_example_and_epoch_change_the_map(app, fixture_run):

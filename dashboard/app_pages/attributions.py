@@ -199,10 +199,11 @@ def trust_details(method: str) -> None:
     st.plotly_chart(trust_curves(table, deletion), width="stretch", key=f"attr_curves_{method}")
     st.caption(sentence)
     shown = [c for c in ("stage", "randomized", *SANITY_COLUMNS, "ssim_min") if c in table]
+    headers = {"spearman": "ρ of |map|", "spearman_signed": "ρ of signed map", "ssim": "SSIM", "ssim_min": "lowest SSIM"}
     config = {"stage": st.column_config.NumberColumn("stage", width="small"),
               "randomized": st.column_config.TextColumn("layers randomized", width="medium"),
-              **{c: st.column_config.NumberColumn(SANITY_COLUMNS.get(c, "lowest SSIM"), format="%.3f", width="small")
-                 for c in (*SANITY_COLUMNS, "ssim_min")}}
+              **{c: st.column_config.NumberColumn(h, format="%.3f", width="small", help=SANITY_COLUMNS.get(c, h))
+                 for c, h in headers.items()}}
     st.dataframe(table[shown], hide_index=True, width="stretch", column_config=config, key=f"attr_sanity_{method}")
     st.caption(f"Deletion AUC {summary['deletion_auc']:.3f}, random order {summary['random_deletion_auc']:.3f}, "
                f"insertion AUC {summary['insertion_auc']:.3f}.")
