@@ -254,6 +254,9 @@ def render_map(method: str, column, key: str):
 # ----------------------------------------------------------------------------- the views
 
 VIEWS = ["Maps", "All ten classes", "Class means", "Compare epochs", "Fragility"]
+# The views' method lists always hold every method (a list that followed the Methods box would lose a
+# choice when its method is removed there); they start at the first chosen method.
+first_method = list(METHODS).index(methods[0]) if methods else 0
 # a segmented control, not st.tabs: tabs build every hidden view on every rerun; this builds only the chosen one
 view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="attr_view",
                             label_visibility="collapsed")
@@ -274,7 +277,7 @@ if view == "Maps":
                 render_trust(method, delta)
 
 elif view == "All ten classes":
-    all_method = st.selectbox("Method", methods or list(METHODS), key="attr_all_method", format_func=name)
+    all_method = st.selectbox("Method", list(METHODS), index=first_method, key="attr_all_method", format_func=name)
     all_maps = cache.all_class_attributions(run_dir, epoch, image, all_method, options(all_method))
     titles = [f"{'▶ ' if c == pred else ''}{c} · p={model_probs[c]:.2f}" for c in range(10)]
     st.plotly_chart(maps.maps_grid(all_maps, titles, METHOD_INFO[all_method].signed, cols=5,
@@ -290,7 +293,8 @@ elif view == "Class means":
                                format_func=lambda c: "the example's true class" if c == EXAMPLE_CLASS else f"class {c}")
     mean_class = true if mean_choice == EXAMPLE_CLASS else int(mean_choice)
     m1.caption(f"class {mean_class}" + (f" (the true class of {ex.name})" if mean_choice == EXAMPLE_CLASS else ""))
-    mean_method = m2.selectbox("Method", methods or list(METHODS), key="attr_mean_method", format_func=name)
+    mean_method = m2.selectbox("Method", list(METHODS), index=first_method, key="attr_mean_method",
+                               format_func=name)
     mean_n = m3.slider("Images (N)", 5, 500, 50, 5, key="attr_mean_n")
     if st.toggle("Compute the class mean", key="attr_mean_on",
                  help="Runs the method on N images the first time (seconds to a minute); then it is cached."):
@@ -310,7 +314,7 @@ elif view == "Compare epochs":
     e1, e2, e3 = st.columns(3)
     epoch_a = e1.selectbox("Epoch A", ckpts, index=0, key="attr_cmp_a")
     epoch_b = e2.selectbox("Epoch B", ckpts, index=ckpts.index(epoch), key="attr_cmp_b")
-    cmp_method = e3.selectbox("Method", methods or list(METHODS), key="attr_cmp_method", format_func=name)
+    cmp_method = e3.selectbox("Method", list(METHODS), index=first_method, key="attr_cmp_method", format_func=name)
     cols = st.columns(2)
     for col, e, tag in zip(cols, (epoch_a, epoch_b), "ab"):
         p = cache.activations(run_dir, e, image)["softmax"]
@@ -330,7 +334,7 @@ elif view == "Fragility":
                 f"lowers the network's confidence in its answer ({pred}).")
     g1, g2 = st.columns([2, 1])
     eps = g1.slider("ε (change per pixel, on a 0–1 scale)", 0.0, 0.5, 0.1, 0.01, key="attr_eps")
-    frag_method = g2.selectbox("Map", methods or list(METHODS), key="attr_frag_method", format_func=name)
+    frag_method = g2.selectbox("Map", list(METHODS), index=first_method, key="attr_frag_method", format_func=name)
     adv = cache.fgsm_image(run_dir, epoch, image, pred, eps)
     adv_probs = cache.activations(run_dir, epoch, adv)["softmax"]
     adv_pred = int(np.argmax(adv_probs))
