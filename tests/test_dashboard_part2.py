@@ -103,6 +103,7 @@ def test_attributions_renders_with_trust_figures(app, fixture_run):
     assert not any(k.endswith(("-attr_adv_img", "-attr_all_grid", "-attr_cmp_map_a")) for k in keys), keys
     assert chart(at, "attr_probs")["layout"]["xaxis"]["tickvals"] == list(range(10))
     assert not any(k.endswith("-attr_curves_saliency") for k in keys), "the trust details open only when asked"
+    assert not [w.key for w in at.selectbox if (w.key or "").startswith("attr_f_")], "the closed finder is built"
 
     # the trust details (a dialog): every similarity curve starts at 1 (the map against itself), and the
     # deletion curve at the model's probability of the class for the untouched image
@@ -163,7 +164,7 @@ def test_attributions_methods_warning_and_ig_delta(app, fixture_run):
 
 
 def test_attributions_filter_link_class_mean_and_fgsm(app, fixture_run):
-    at = new_app(**ATTR_FAST)
+    at = new_app(**ATTR_FAST, attr_find=True)                        # the finder open
     at.query_params["split"] = "test"
     at.query_params["index"] = "7"                                         # a link from the confusion page
     at.run()

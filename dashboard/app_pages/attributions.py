@@ -65,31 +65,35 @@ ex = state.example_picker(sel, "attr", where=c1, epoch=pred_epoch)     # the exa
 split = ex.split
 probs, labels, _ = cache.split_predictions(run_dir, pred_epoch, split)
 
-with c2.expander("Find an example: by class, outcome or confidence"):
-    f1, f2, f3, f4 = st.columns(4)
-    want_true = f1.selectbox("True class", ["any", *range(10)], key="attr_f_true")
-    want_pred = f2.selectbox("Predicted class", ["any", *range(10)], key="attr_f_pred")
-    outcome = f3.selectbox("Outcome", list(OUTCOMES), key="attr_f_outcome")
-    order = f4.selectbox("Order", list(ORDERS), key="attr_f_order")
-    candidates = filter_examples(probs, labels, None if want_true == "any" else want_true,
-                                 None if want_pred == "any" else want_pred, outcome, order)
-    predicted = probs.argmax(1)
-    if not len(candidates):
-        st.caption("No example matches these filters.")
-    else:
-        st.caption(f"{len(candidates)} matching examples (predictions of epoch {pred_epoch}).")
-        images_all = cache.split_images(run_dir, split)
-        first = candidates[:8]
-        ui.digit_grid([images_all[i] for i in first],
-                      [f"{split} #{i}: {labels[i]}→{predicted[i]} ({probs[i].max():.2f})" for i in first],
-                      columns=8, size=56)
-        # the labels name the example and its prediction at this epoch: the key carries everything they
-        # depend on, so a stored choice is never read back under another epoch's or filter's labels
-        choice_key = f"attr_f_choice_{split}_{pred_epoch}_{want_true}_{want_pred}_{outcome}_{order}"
-        pick = st.selectbox("Matches", [int(i) for i in candidates[:500]], key=choice_key,
-                            format_func=lambda i: f"{split} #{i}: true {labels[i]} → predicted {predicted[i]} "
-                                                  f"({probs[i].max():.0%})")
-        st.button("Show this example", key="attr_f_go", on_click=state.set_example, args=(split, pick))
+# built only while open (on_change="rerun" makes `.open` known): its grid of digits and its list of up to
+# 500 matches cost time on every rerun; its filters start again from "any" when it is reopened
+finder = c2.expander("Find an example: by class, outcome or confidence", key="attr_find", on_change="rerun")
+if finder.open:
+    with finder:
+        f1, f2, f3, f4 = st.columns(4)
+        want_true = f1.selectbox("True class", ["any", *range(10)], key="attr_f_true")
+        want_pred = f2.selectbox("Predicted class", ["any", *range(10)], key="attr_f_pred")
+        outcome = f3.selectbox("Outcome", list(OUTCOMES), key="attr_f_outcome")
+        order = f4.selectbox("Order", list(ORDERS), key="attr_f_order")
+        candidates = filter_examples(probs, labels, None if want_true == "any" else want_true,
+                                     None if want_pred == "any" else want_pred, outcome, order)
+        predicted = probs.argmax(1)
+        if not len(candidates):
+            st.caption("No example matches these filters.")
+        else:
+            st.caption(f"{len(candidates)} matching examples (predictions of epoch {pred_epoch}).")
+            images_all = cache.split_images(run_dir, split)
+            first = candidates[:8]
+            ui.digit_grid([images_all[i] for i in first],
+                          [f"{split} #{i}: {labels[i]}→{predicted[i]} ({probs[i].max():.2f})" for i in first],
+                          columns=8, size=56)
+            # the labels name the example and its prediction at this epoch: the key carries everything they
+            # depend on, so a stored choice is never read back under another epoch's or filter's labels
+            choice_key = f"attr_f_choice_{split}_{pred_epoch}_{want_true}_{want_pred}_{outcome}_{order}"
+            pick = st.selectbox("Matches", [int(i) for i in candidates[:500]], key=choice_key,
+                                format_func=lambda i: f"{split} #{i}: true {labels[i]} → predicted {predicted[i]} "
+                                                      f"({probs[i].max():.0%})")
+            st.button("Show this example", key="attr_f_go", on_click=state.set_example, args=(split, pick))
 
 image_u8 = ex.image                                                        # (28,28) uint8
 image = cache.as_float_image(image_u8)
