@@ -26,7 +26,8 @@ ui.intro(
 - The thin grey line is the outline of the digit (toggle it off to see the map alone).
 - **Explain class**: by default the predicted class. Pick another class to see what speaks for and against
   it; *All ten classes* shows every class at once on one shared scale.
-- **Trust figures** under each map:
+- **Trust figures** under each map (they follow once every map is drawn; the button under them opens the
+  per-layer sanity curve and the deletion curves at full size):
   *convergence delta* (Integrated Gradients, DeepLift): the map should add up to the change of the class
   score from the baseline to the input; the delta is the shortfall, near 0 is good.
   *Sanity check* (Adebayo et al. 2018): the network's layers are replaced by random ones from the top; a
