@@ -648,3 +648,24 @@ def _conv1_unit(run_dir: str, epoch: int, image: np.ndarray, channel: int, row: 
 def conv1_unit(run_dir: str, epoch: int, image: np.ndarray, channel: int, row: int, col: int) -> dict:
     """analysis.internals.conv1_at: one conv1 unit's window, kernel, products, sum, bias, output, and "seen"."""
     return _conv1_unit(str(run_dir), int(epoch), as_float_image(image), int(channel), int(row), int(col))
+
+
+# ---- attributions page: progressive rendering
+# A map's figure (Plotly heatmap, digit outline, ticks) takes tens of milliseconds to build, and the Attributions
+# page draws several on every rerun; built once per (map, title, outline) and shared (st.cache_resource,
+# read-only: pages pass it to st.plotly_chart and never modify it).
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _attribution_map_figure(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int, options: tuple,
+                            title: str, outline: bool):
+    from analysis.attributions import METHOD_INFO
+    from dashboard.maps import attribution_figure
+    attr, _ = _attribution(run_dir, epoch, image, method, target, options)
+    return attribution_figure(attr, METHOD_INFO[method].signed, title, image if outline else None)
+
+
+def attribution_map_figure(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
+                           options: dict | None = None, title: str | None = None, outline: bool = True):
+    """The figure of `attribution(...)`'s map (dashboard.maps.attribution_figure; shared, read-only)."""
+    return _attribution_map_figure(str(run_dir), int(epoch), as_float_image(image), method, int(target),
+                                   _opts(options), title or "", bool(outline))

@@ -244,8 +244,8 @@ def render_map(method: str, column, key: str):
     with column:
         attr, delta = cache.attribution(run_dir, epoch, image, method, target, options(method))
         info = METHOD_INFO[method]
-        st.plotly_chart(maps.attribution_figure(attr, info.signed, f"{info.name} → class {target}",
-                                                image if overlay else None),
+        st.plotly_chart(cache.attribution_map_figure(run_dir, epoch, image, method, target, options(method),
+                                                     f"{info.name} → class {target}", overlay),
                         width="stretch", key=key)
         constant_note(attr)
         st.caption(f"{'signed' if info.signed else 'magnitude'} · {info.explanation}")
