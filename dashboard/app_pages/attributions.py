@@ -126,7 +126,8 @@ target = pred if target_choice == PREDICTED else int(target_choice)
 k2.caption(f"Explaining **class {target}**" + (" (the prediction)" if target == pred else f"; predicted {pred}"))
 overlay = k3.toggle("Digit outline", value=True, key="attr_overlay")
 trust_on = k4.toggle("Trust checks", value=True, key="attr_trust",
-                     help="Sanity check and deletion curve under each map: a few seconds the first time, after the maps.")
+                     help="Sanity check and deletion curve under each map: a few seconds the first time, "
+                          "after the maps.")
 
 with st.expander("Method settings"):
     s1, s2, s3, s4 = st.columns(4)
@@ -204,7 +205,8 @@ def trust_details(method: str) -> None:
     st.plotly_chart(trust_curves(table, deletion), width="stretch", key=f"attr_curves_{method}")
     st.caption(sentence)
     shown = [c for c in ("stage", "randomized", *SANITY_COLUMNS, "ssim_min") if c in table]
-    headers = {"spearman": "ρ of |map|", "spearman_signed": "ρ of signed map", "ssim": "SSIM", "ssim_min": "lowest SSIM"}
+    headers = {"spearman": "ρ of |map|", "spearman_signed": "ρ of signed map", "ssim": "SSIM",
+               "ssim_min": "lowest SSIM"}
     config = {"stage": st.column_config.NumberColumn("stage", width="small"),
               "randomized": st.column_config.TextColumn("layers randomized", width="medium"),
               **{c: st.column_config.NumberColumn(h, format="%.3f", width="small", help=SANITY_COLUMNS.get(c, h))
