@@ -114,7 +114,8 @@ def test_attributions_renders_with_trust_figures(app, fixture_run):
     assert "rank correlation of |map|" in similarity and "SSIM of |map|" in similarity, list(curves)
     for name in similarity:
         assert curves[name][0] == pytest.approx(1.0, abs=1e-6), name
-    p_class = float(torch.softmax(model(x), 1)[0, pred])
+    with torch.no_grad():
+        p_class = float(torch.softmax(model(x), 1)[0, pred])
     assert curves["most important pixels first"][0] == pytest.approx(p_class, abs=1e-5)
 
 

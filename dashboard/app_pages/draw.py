@@ -152,6 +152,8 @@ if pre is not None:
         st.dataframe(table, hide_index=True)
 
     with st.expander("Layer-by-layer walk-through of this drawing", expanded=False):
-        acts = walkthrough.render_walkthrough(run_dir, epoch, pre.image, key="draw_walk")
-        st.subheader("One conv1 output, computed by hand")
-        walkthrough.render_conv1_click(run_dir, epoch, pre.image, acts, key="draw_conv")
+        acts = walkthrough.render_walkthrough(run_dir, epoch, pre.image, key="draw_walk", clickable=True)
+        st.subheader("One conv1 unit, computed by hand")
+        st.caption("Click a unit of the conv1 channels above to compute it here.")
+        walkthrough.render_conv1_click(run_dir, epoch, pre.image, acts, key="draw_conv",
+                                       mosaic_key=walkthrough.mosaic_key("draw_walk"), name="your drawing")
