@@ -1,4 +1,4 @@
-"""AppTest of the "How it decides" pages: Attributions, Filters & activations, Draw a digit.
+"""AppTest of the "How it decides" pages: Attributions, Kernels & activations, Draw a digit.
 
 Every page runs against the fixture run (tests/conftest.py). What a page shows is compared with
 references computed here straight from the checkpoint with PyTorch and Captum (and the official
