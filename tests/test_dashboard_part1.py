@@ -72,8 +72,7 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
     expected_charts = {
         "runs": ["runs_cmp_loss", "runs_cmp_acc"],
         "curves": ["curves_loss", "curves_acc", "curves_steps"],
-        "overfitting": ["over_curves", "over_gap", "over_class_heatmap", "over_mistake_conf", "over_reliability",
-                        "over_forgetting", "over_carto"],
+        "overfitting": ["over_curves", "over_gap"],
         "data_page": ["data_balance"],
         "confusion": ["conf_matrix"],
     }
@@ -103,6 +102,16 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
             else:                                 # any other verdict is a warning naming the best epoch
                 assert at.warning and f"epoch {best_epoch_of(fixture_run)}" in at.warning[0].value
             assert at.metric[0].value == str(best_epoch_of(fixture_run))
+            views = {"Classes": ["over_class_heatmap"], "Calibration": ["over_mistake_conf", "over_reliability"],
+                     "Training examples": ["over_forgetting", "over_carto"]}
+            for view, keys in views.items():                                 # one view at a time
+                at.segmented_control(key="over_view").set_value(view).run()
+                assert not at.exception and not errors(at), view
+                shown = {c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")}
+                assert set(keys) <= shown and not shown & {"over_curves", "over_gap"}, (view, shown)
+                for key in keys:
+                    assert chart(at, key)["data"], (page, key)
+            at.segmented_control(key="over_view").set_value("Loss and gap").run()
         if page == "data_page":
             md5 = at.dataframe[0].value
             assert len(md5) == 4 and md5["check"].str.contains("matches").all()
@@ -238,6 +247,7 @@ def test_reliability_epoch_follows_the_sidebar_and_has_its_own_slider(monkeypatc
     at = open_app(monkeypatch, runs_dir)
     at.select_slider(key="epoch").set_value(2).run()
     at.switch_page("app_pages/overfitting.py").run()
+    at.segmented_control(key="over_view").set_value("Calibration").run()
     assert not at.exception and not errors(at)
     assert at.select_slider(key="over_rel_epoch").value == 2              # defaults to the sidebar epoch
     for epoch in (2, 1):
@@ -250,7 +260,7 @@ def test_reliability_epoch_follows_the_sidebar_and_has_its_own_slider(monkeypatc
 
 
 def test_class_by_epoch_heatmap_matches_per_class_recall(monkeypatch, runs_dir, fixture_run):
-    at = open_app(monkeypatch, runs_dir, "overfitting")
+    at = open_app(monkeypatch, runs_dir, "overfitting", over_view="Classes")
     z = heatmap(at, "over_class_heatmap")                                  # (10 classes, epochs)
     for e in (1, 2, 3):
         p = npz(fixture_run, e)
@@ -279,7 +289,7 @@ def test_cartography_region_shows_those_training_images(monkeypatch, runs_dir, f
     confidence, variability = probs.mean(0), probs.std(0)
     hard = set(index[(variability < 0.2) & (confidence < 0.5)])          # Swayamdipta et al.'s hard-to-learn
     assert hard, "the fixture run should have hard-to-learn examples"
-    at = open_app(monkeypatch, runs_dir, "overfitting")
+    at = open_app(monkeypatch, runs_dir, "overfitting", over_view="Training examples")
     assert not [c for c in captions(at) if "conf" in c]                 # nothing picked yet
     at.selectbox(key="over_carto_region").set_value("hard-to-learn").run()
     assert not at.exception and not errors(at)
@@ -365,7 +375,9 @@ def test_metrics_only_run(monkeypatch, two_runs):
     assert chart(at, "curves_loss")["data"]
     at.switch_page("app_pages/overfitting.py").run()
     assert chart(at, "over_gap")["data"]
+    at.segmented_control(key="over_view").set_value("Classes").run()
     assert any("metrics only" in i.value and "predictions" in i.value for i in at.info)
+    at.segmented_control(key="over_view").set_value("Loss and gap").run()
     at.switch_page("app_pages/confusion.py").run()
     assert any("no saved predictions" in i.value for i in at.info)
     assert not at.get("plotly_chart")
@@ -380,9 +392,11 @@ def test_corrupt_predictions_are_named_and_other_pages_work(monkeypatch, copy_ru
     at = open_app(monkeypatch, run.parent, "confusion")
     assert len(errors(at)) == 1 and f"epoch_{epoch:03d}.npz" in errors(at)[0]
     at.switch_page("app_pages/overfitting.py").run()
-    assert not at.exception and errors(at)
-    assert all(f"epoch_{epoch:03d}.npz" in e for e in errors(at))
-    assert chart(at, "over_gap")["data"]                                  # metrics-based parts still shown
+    assert not at.exception and chart(at, "over_gap")["data"]             # metrics-based parts still shown
+    for view in ("Classes", "Calibration", "Training examples"):
+        at.segmented_control(key="over_view").set_value(view).run()
+        assert not at.exception and errors(at), view
+        assert all(f"epoch_{epoch:03d}.npz" in e for e in errors(at)), (view, errors(at))
     for page in ("runs", "curves", "data_page"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception and not errors(at), page

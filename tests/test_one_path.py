@@ -48,13 +48,16 @@ def _key(value) -> object:
     return repr(value)
 
 
-def _cold_rerun(at, calls: collections.Counter, page: str | None) -> dict[tuple, int]:
-    """Clear Streamlit's caches and the counters, rerun (switching to `page`), return the pairs called twice or more."""
+def _cold_rerun(at, calls: collections.Counter, page: str | None, **session) -> dict[tuple, int]:
+    """Clear Streamlit's caches and the counters, rerun (switching to `page`, with these session values),
+    return the pairs called twice or more."""
     st.cache_data.clear()
     st.cache_resource.clear()
     calls.clear()
     if page is not None:
         at.switch_page(f"app_pages/{page}.py")
+    for key, value in session.items():
+        at.session_state[key] = value
     at.run()
     assert not at.exception, (page, [e.value for e in at.exception])
     return {k: n for k, n in calls.items() if n > 1}
@@ -74,6 +77,8 @@ def findings(tmp_path_factory, fixture_run):
         out = {"(first run)": _cold_rerun(at, calls, None)}
         for page in PAGES:
             out[page] = _cold_rerun(at, calls, page)
+        for view in ("Classes", "Calibration", "Training examples"):     # the Overfitting page's other views
+            out[f"overfitting · {view}"] = _cold_rerun(at, calls, "overfitting", over_view=view)
     finally:
         mp.undo()
     return out
