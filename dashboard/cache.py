@@ -669,3 +669,15 @@ def attribution_map_figure(run_dir: str, epoch: int, image: np.ndarray, method: 
     """The figure of `attribution(...)`'s map (dashboard.maps.attribution_figure; shared, read-only)."""
     return _attribution_map_figure(str(run_dir), int(epoch), as_float_image(image), method, int(target),
                                    _opts(options), title or "", bool(outline))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _kernel_mosaic_figure(run_dir: str, epoch: int, animate: bool, key: tuple):
+    from dashboard.maps import kernel_mosaic
+    kernels = {e: conv_kernels(run_dir, e, "conv1") for e in runs.checkpoint_epochs(Path(run_dir))}
+    return kernel_mosaic(kernels, epoch, animate)
+
+
+def kernel_mosaic_figure(run_dir: str, epoch: int, animate: bool = False):
+    """dashboard.maps.kernel_mosaic of conv1 at an epoch (with every checkpoint's frame when animated; shared, read-only)."""
+    return _kernel_mosaic_figure(str(run_dir), int(epoch), bool(animate), checkpoints_key(str(run_dir)))

@@ -199,12 +199,18 @@ def mosaic(maps: np.ndarray, cols: int, gap: int = 1, header: int = 0) -> tuple[
 
 def mosaic_labels(fig: go.Figure, count: int, h: int, w: int, cols: int, header: int, gap: int = 1,
                   prefix: str = "") -> go.Figure:
-    """Write each tile's number (0-based) in the header rows above it (a `mosaic` made with this header)."""
+    """Write each tile's number (0-based) in the header rows above it (a `mosaic` made with this header).
+
+    One text trace named "tile numbers", not one annotation per tile: the browser lays out 64 annotations
+    one by one, a text trace in one pass (a page with four mosaics drew about 0.4 s faster).
+    """
     size = 11 if header * 2 >= 3 else 10
-    for i in range(count):
-        top, left = header + (i // cols) * (header + h + gap), (i % cols) * (w + gap)
-        fig.add_annotation(x=left + (w - 1) / 2, y=top - 0.5 - header / 2, text=f"{prefix}{i}", showarrow=False,
-                           font=dict(size=size, color="#212529"), xanchor="center", yanchor="middle")
+    tiles = np.arange(count)
+    top = header + (tiles // cols) * (header + h + gap)
+    left = (tiles % cols) * (w + gap)
+    fig.add_scatter(x=left + (w - 1) / 2, y=top - 0.5 - header / 2, text=[f"{prefix}{i}" for i in tiles],
+                    mode="text", textfont=dict(size=size, color="#212529"), textposition="middle center",
+                    hoverinfo="skip", showlegend=False, name="tile numbers")
     return fig
 
 
@@ -281,4 +287,56 @@ def numbers_figure(values: np.ndarray, title: str, signed: bool = True, image: b
     fig = row_col_ticks(square(fig, height, title), *v.shape, titles=False)
     fig.update_xaxes(autorange=False, range=[-0.5, v.shape[1] - 0.5])     # the text trace adds no padding
     fig.update_yaxes(autorange=False, range=[v.shape[0] - 0.5, -0.5])     # row 0 on top
+    return fig
+
+
+def lines_with_gaps(table, group: str, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, group) of every group's line one after the other, a NaN between groups: one Plotly trace for all."""
+    xs, ys, gs = [], [], []
+    for g, rows in table.groupby(group):
+        xs += [*rows[x].to_numpy(dtype=float), np.nan]
+        ys += [*rows[y].to_numpy(dtype=float), np.nan]
+        gs += [g] * (len(rows) + 1)
+    return np.asarray(xs), np.asarray(ys), np.asarray(gs)
+
+
+def kernel_mosaic(kernels: dict[int, np.ndarray], start: int, animate: bool = False, cols: int = 8) -> go.Figure:
+    """conv1's kernels as one numbered mosaic, on one colour scale over every given epoch.
+
+    Args:
+        kernels: {epoch: (count, h, w) kernels}.
+        start: the epoch shown.
+        animate: add a Plotly animation (a frame per epoch, a slider and a play button). Default: False.
+    """
+    epochs = sorted(kernels)
+    count, h, w = kernels[start].shape
+    header = header_rows(h)
+    grids = {e: mosaic(kernels[e], cols, header=header) for e in (epochs if animate else [start])}
+    top = max(float(np.nanmax(np.abs(kernels[e]))) for e in epochs) or 1.0
+
+    def heat(e: int) -> go.Heatmap:
+        grid, where = grids[e]
+        return go.Heatmap(z=grid, customdata=where, zmin=-top, zmax=top, colorscale=SIGNED,
+                          hoverongaps=False, colorbar=dict(thickness=10, tickformat=TICKS),
+                          hovertemplate="kernel %{customdata[0]}<br>weight at row %{customdata[1]}, "
+                                        "column %{customdata[2]}<br>%{z:.4f}<extra></extra>")
+    fig = go.Figure(data=[heat(start)])
+    mosaic_labels(fig, count, h, w, cols, header)
+    title = f"conv1: {count} kernels {h}×{w}, numbered · epoch {start}"
+    if animate:
+        fig.frames = [go.Frame(data=[heat(e)], name=str(e)) for e in epochs]
+        steps = [dict(method="animate", label=str(e), args=[[str(e)], dict(mode="immediate", frame=dict(
+            duration=0, redraw=True), transition=dict(duration=0))]) for e in epochs]
+        fig.update_layout(
+            # the slider starts right of the play button (both sit under the plot, on the same line)
+            sliders=[dict(active=epochs.index(start), steps=steps, currentvalue=dict(prefix="epoch "),
+                          x=0.16, len=0.84, y=0, yanchor="top", pad=dict(t=30, l=0))],
+            updatemenus=[dict(type="buttons", direction="left", x=0, y=0, xanchor="left", yanchor="top",
+                              pad=dict(t=58, l=0), showactive=False,
+                              buttons=[dict(label="▶ play", method="animate", args=[None, dict(
+                                  frame=dict(duration=700, redraw=True), fromcurrent=False,
+                                  transition=dict(duration=0))])])])
+        title = f"conv1: {count} kernels {h}×{w}, numbered (epoch {start} shown; ▶ or the slider for others)"
+    square(fig, 470 if animate else 400, title)
+    fig.update_layout(margin=dict(l=4, r=4, t=34, b=90 if animate else 4))
     return fig

@@ -331,19 +331,26 @@ def test_filters_kernels_follow_the_epoch(app, fixture_run):
     weights = runs.load_state_dict(fixture_run, epoch)["conv1.weight"][:, 0].numpy()
     np.testing.assert_allclose(kernels_shown(), weights, rtol=1e-6)
     # every kernel numbered, centred above its 3x3
-    labels = {a["text"]: (a["x"], a["y"]) for a in chart(at, "filt_kernels")["layout"]["annotations"]}
+    (numbers,) = [t for t in chart(at, "filt_kernels")["data"] if t.get("name") == "tile numbers"]
+    labels = {text: (x, y) for text, x, y in zip(numbers["text"], array(numbers["x"]), array(numbers["y"]))}
     assert labels == {str(k): ((k % 8) * 4 + 1, (k // 8) * 5) for k in range(32)}
     # the words table: one row per kernel, weight range from the checkpoint
-    (table,) = [d.value for d in at.dataframe if "responds_to" in d.value.columns]
-    assert list(table["kernel"]) == list(range(32))
-    assert table.loc[3, "weights"] == f"{weights[3].min():.3f} … {weights[3].max():.3f}"
-    assert table["responds_to"].str.len().min() > 0
+    (table,) = [t.value for t in at.table if "responds to" in t.value.columns]
+    assert [int(k) for k in table.index] == list(range(32))
+    assert table.iloc[3]["weight range (min … max)"] == f"{weights[3].min():.3f} … {weights[3].max():.3f}"
+    assert table["responds to"].str.len().min() > 0
     first = runs.checkpoint_epochs(fixture_run)[0]
     at.sidebar.select_slider(key="epoch").set_value(first).run()
     ok(at)
     np.testing.assert_allclose(kernels_shown(), runs.load_state_dict(fixture_run, first)["conv1.weight"][:, 0].numpy(),
                                rtol=1e-6)
-    assert len(chart(at, "filt_kernels")["frames"]) == len(runs.checkpoint_epochs(fixture_run))
+    assert not chart(at, "filt_kernels").get("frames")                    # one epoch, until asked to animate
+    at.toggle(key="filt_animate").set_value(True).run()
+    ok(at)
+    frames = chart(at, "filt_kernels")["frames"]
+    assert [f["name"] for f in frames] == [str(e) for e in runs.checkpoint_epochs(fixture_run)]
+    np.testing.assert_allclose(kernels_shown(), runs.load_state_dict(fixture_run, first)["conv1.weight"][:, 0].numpy(),
+                               rtol=1e-6)                                 # still the sidebar's epoch
 
     # the embedding: sklearn's PCA of the fc1 features (after ReLU) of the first 500 test images, one trace per class
     from sklearn.decomposition import PCA
@@ -393,7 +400,7 @@ def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
 
     # the conv1 mosaic: a click on a unit names the kernel, the row and the column at once
     fig = chart(at, "filt_walk_stage_conv1")
-    z, points = array(fig["data"][0]["z"]), fig["data"][1]
+    z, points = array(fig["data"][0]["z"]), fig["data"][-1]                 # the heatmap, the click points
     cells = array(points["customdata"])                                      # channel, row, col, value
     i = int(np.flatnonzero((cells[:, 0] == 3) & (cells[:, 1] == 16) & (cells[:, 2] == 11))[0])
     px, py = array(points["x"])[i], array(points["y"])[i]
@@ -438,10 +445,10 @@ def test_kernel_3_at_a_unit_of_an_example_takes_three_interactions(app, fixture_
     at.number_input(key="filt_index").set_value(115).run()                    # 2. type the example
     interactions += 1
     ok(at)
-    points = chart(at, "filt_walk_stage_conv1")["data"][1]
+    points = chart(at, "filt_walk_stage_conv1")["data"][-1]
     cells = array(points["customdata"])
     i = int(np.flatnonzero((cells[:, 0] == 3) & (cells[:, 1] == 16) & (cells[:, 2] == 11))[0])
-    click = {"x": array(points["x"])[i], "y": array(points["y"])[i], "curve_number": 1, "point_index": i}
+    click = {"x": array(points["x"])[i], "y": array(points["y"])[i], "curve_number": 2, "point_index": i}
     at.session_state["filt_walk_stage_conv1"] = {"selection": {"points": [click], "point_indices": [i],
                                                                "box": [], "lasso": []}}
     at.run()                                                                   # 3. click the unit
@@ -593,3 +600,12 @@ def test_single_maps_have_row_and_column_ticks():
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("column", "row")
     attr = maps.attribution_figure(np.zeros((26, 26)), signed=True)
     assert list(attr.layout.yaxis.tickvals) == [0, 5, 10, 15, 20, 25]
+
+
+def test_lines_with_gaps_puts_each_group_in_order_with_a_gap_between():
+    from dashboard import maps
+    table = pd.DataFrame({"kernel": [1, 0, 0, 1], "epoch": [2, 1, 2, 1], "d": [0.4, 0.1, 0.2, 0.3]})
+    x, y, who = maps.lines_with_gaps(table.sort_values(["kernel", "epoch"]), "kernel", "epoch", "d")
+    np.testing.assert_array_equal(x, [1, 2, np.nan, 1, 2, np.nan])
+    np.testing.assert_array_equal(y, [0.1, 0.2, np.nan, 0.3, 0.4, np.nan])
+    assert list(who) == [0, 0, 0, 1, 1, 1]

@@ -49,38 +49,6 @@ if epoch != sel.epoch:
     st.info(f"Epoch {sel.epoch} has no checkpoint; showing epoch {epoch}.")
 
 
-def kernel_animation(run_dir: str, epochs: list[int], start: int) -> go.Figure:
-    """conv1's kernels as one numbered mosaic per epoch: a Plotly animation with a slider, on one colour scale."""
-    first = cache.conv_kernels(run_dir, epochs[0], "conv1")
-    count, h, w = first.shape
-    header = maps.header_rows(h)
-    grids = {e: maps.mosaic(cache.conv_kernels(run_dir, e, "conv1"), 8, header=header) for e in epochs}
-    top = max(float(np.nanmax(np.abs(g))) for g, _ in grids.values()) or 1.0
-
-    def heat(e: int) -> go.Heatmap:
-        grid, where = grids[e]
-        return go.Heatmap(z=grid, customdata=where, zmin=-top, zmax=top, colorscale=maps.SIGNED,
-                          hoverongaps=False, colorbar=dict(thickness=10, tickformat=maps.TICKS),
-                          hovertemplate="kernel %{customdata[0]}<br>weight at row %{customdata[1]}, "
-                                        "column %{customdata[2]}<br>%{z:.4f}<extra></extra>")
-    fig = go.Figure(data=[heat(start)], frames=[go.Frame(data=[heat(e)], name=str(e)) for e in epochs])
-    maps.mosaic_labels(fig, count, h, w, 8, header)
-    steps = [dict(method="animate", label=str(e), args=[[str(e)], dict(mode="immediate", frame=dict(
-        duration=0, redraw=True), transition=dict(duration=0))]) for e in epochs]
-    fig.update_layout(
-        # the slider starts right of the play button (both sit under the plot, on the same line)
-        sliders=[dict(active=epochs.index(start), steps=steps, currentvalue=dict(prefix="epoch "),
-                      x=0.16, len=0.84, y=0, yanchor="top", pad=dict(t=30, l=0))],
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=0, xanchor="left", yanchor="top",
-                          pad=dict(t=58, l=0), showactive=False,
-                          buttons=[dict(label="▶ play", method="animate", args=[None, dict(
-                              frame=dict(duration=700, redraw=True), fromcurrent=False,
-                              transition=dict(duration=0))])])])
-    maps.square(fig, 470, f"conv1: 32 kernels 3×3, numbered (epoch {start} shown; ▶ or the slider for others)")
-    fig.update_layout(margin=dict(l=4, r=4, t=34, b=90))
-    return fig
-
-
 test_labels = cache.split_labels("seed")["test"]              # the official test labels
 VIEWS = ["conv1 kernels", "conv2 kernels", "Walk-through", "Embedding"]
 # a segmented control, not st.tabs: tabs build every hidden view on every rerun; this builds only the chosen one
@@ -91,7 +59,10 @@ view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key=
 
 if view == "conv1 kernels":
     left, right = st.columns([3, 2])
-    left.plotly_chart(kernel_animation(run_dir, ckpts, epoch), width="stretch", key="filt_kernels")
+    animate = len(ckpts) > 1 and left.toggle(
+        "▶ Watch them form, epoch by epoch", key="filt_animate",
+        help="Adds a play button and an epoch slider to the mosaic (every epoch's kernels are sent to the browser).")
+    left.plotly_chart(cache.kernel_mosaic_figure(run_dir, epoch, animate), width="stretch", key="filt_kernels")
     with right:
         kind = st.radio("Kernel drift", ["from_previous", "from_first"], horizontal=True, key="filt_drift_kind",
                         format_func=lambda k: {"from_previous": "since the previous epoch",
@@ -100,12 +71,12 @@ if view == "conv1 kernels":
             st.info("Drift needs at least two checkpoints; this run has one.")
         else:
             drift = cache.kernel_drift(run_dir, "conv1").dropna(subset=[kind])
-            fig = go.Figure()
-            for f, rows in drift.groupby("kernel"):
-                fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[kind], mode="lines", name=f"kernel {f}",
-                                         line=dict(width=1, color="rgba(76,110,245,0.35)"), showlegend=False,
-                                         hovertemplate=f"kernel {f}<br>epoch %{{x}}<br>"
-                                                       "distance %{y:.4f}<extra></extra>"))
+            # every kernel's line in one trace, separated by gaps (one trace draws much faster than 32)
+            x, y, who = maps.lines_with_gaps(drift, "kernel", "epoch", kind)
+            fig = go.Figure(go.Scatter(x=x, y=y, customdata=who, mode="lines", name="each kernel", connectgaps=False,
+                                       line=dict(width=1, color="rgba(76,110,245,0.35)"), showlegend=False,
+                                       hovertemplate="kernel %{customdata}<br>epoch %{x}<br>"
+                                                     "distance %{y:.4f}<extra></extra>"))
             mean = mean_drift(drift, kind)
             fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines+markers", name="mean of the 32 kernels",
                                      line=dict(width=3, color="#E8590C")))
@@ -120,14 +91,13 @@ if view == "conv1 kernels":
     words = cache.kernel_descriptions(run_dir, epoch)
     st.markdown(f"**What each conv1 kernel responds to** (epoch {epoch}, read from its weights: the template it "
                 "correlates best with, r = 1 for the same pattern; below r = 0.6 it is *mixed*)")
-    st.dataframe(
-        words.assign(weights=[f"{lo:.3f} … {hi:.3f}" for lo, hi in zip(words["low"], words["high"])])
-             [["kernel", "responds_to", "r", "weights"]],
-        hide_index=True, key="filt_kernel_words", height=35 * min(len(words), 12) + 38,
-        column_config={"kernel": st.column_config.NumberColumn("kernel", width="small"),
-                       "responds_to": st.column_config.TextColumn("responds to"),
-                       "r": st.column_config.NumberColumn("match r", format="%.2f", width="small"),
-                       "weights": st.column_config.TextColumn("weight range (min … max)")})
+    # a plain table: 32 short rows need no scrolling grid (st.dataframe costs the browser ~0.25 s per switch)
+    with st.container(height=420):
+        st.table(words.assign(r=[f"{r:.2f}" for r in words["r"]],
+                              weights=[f"{lo:.3f} … {hi:.3f}" for lo, hi in zip(words["low"], words["high"])])
+                 [["kernel", "responds_to", "r", "weights"]]
+                 .rename(columns={"responds_to": "responds to", "r": "match r",
+                                  "weights": "weight range (min … max)"}).set_index("kernel"))
 
 # ----------------------------------------------------------------------------- conv2
 
