@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
