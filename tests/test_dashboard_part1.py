@@ -113,11 +113,11 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
                     assert chart(at, key)["data"], (page, key)
             at.segmented_control(key="over_view").set_value("Loss and gap").run()
         if page == "data_page":
-            md5 = at.dataframe[0].value
+            md5 = at.table[0].value
             assert len(md5) == 4 and md5["check"].str.contains("matches").all()
             assert len(captions(at)) == 10 + 40                           # 10 mean images + one page of 40
         if page == "confusion":
-            assert len(at.dataframe[1].value) == 10                       # per-class table
+            assert len(at.table[1].value) == 10                           # per-class table
             assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("-conf_animation")]
             at.toggle(key="conf_animate").set_value(True).run()            # the animation is built only when asked
             assert not at.exception and not errors(at)

@@ -142,12 +142,10 @@ with left:
 with right:
     st.markdown("**Most confused pairs**")
     pairs = cache.top_confusions(run_dir, epoch, split, 10)
-    st.dataframe(pairs, hide_index=True, width="stretch",
-                 column_config={"true": st.column_config.NumberColumn("true digit"),
-                                "predicted": st.column_config.NumberColumn("predicted as"),
-                                "count": st.column_config.NumberColumn("examples"),
-                                "share": st.column_config.NumberColumn("share of the true digit", format="percent",
-                                                                       help="of the true digit's examples")})
+    # plain tables on this page: a scrolling data grid costs the browser ~0.3 s on every visit
+    st.table(pairs.rename(columns={"true": "true digit", "predicted": "predicted as", "count": "examples",
+                                   "share": "share of the true digit"})
+             .style.hide(axis="index").format({"share of the true digit": "{:.1%}"}))
 
 if cell != NO_CELL:
     t, p = map(int, cell.split(","))
@@ -177,7 +175,7 @@ with st.expander("Watch it form: the matrix epoch by epoch"):
 
 # ----------------------------------------------------------------------------- per class, mistakes, labels
 st.subheader("Per class")
-st.dataframe(figures.style_class_report(cache.class_report(run_dir, epoch, split)), width="stretch")
+st.table(figures.style_class_report(cache.class_report(run_dir, epoch, split)))
 
 st.subheader("Most confident mistakes")
 mistakes = cache.confident_mistakes(run_dir, epoch, split, k=16)

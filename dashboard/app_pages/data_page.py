@@ -50,7 +50,7 @@ c1.caption(f"prepared {info.get('prepared_at', '?')} · folder `{root}`")
 md5 = pd.DataFrame({"file": list(check["expected"]), "official MD5": list(check["expected"].values())})
 md5["check"] = ["✅ matches" if not any(f in p for p in problems) else "❌ " + next(p for p in problems if f in p)
                 for f in md5["file"]]
-c2.dataframe(md5, hide_index=True, width="stretch")
+c2.table(md5.style.hide(axis="index"))      # plain tables on this page: a data grid costs the browser ~0.2 s
 if problems:
     st.error("**MNIST does not match the official files:** " + "; ".join(problems)
              + "\n\nRun `python -m data.mnist` to prepare it again.")
@@ -69,14 +69,10 @@ rows = cache.split_rows(kind)
 sizes = pd.DataFrame({"split": list(rows), "examples": [stop - start for _, start, stop in rows.values()],
                       "from": [f"{file}[{start}:{stop}]" for file, start, stop in rows.values()]})
 left, right = st.columns([2, 3])
-left.dataframe(sizes, hide_index=True, width="stretch",
-               column_config={"split": st.column_config.TextColumn(width=50),
-                              "examples": st.column_config.NumberColumn(width=75),
-                              "from": st.column_config.TextColumn(
-                                  "from (official file[rows])", width=170,
-                                  help="Rows of the official train or test file, Python-style: "
-                                       f"{rows['val'][0]}[{rows['val'][1]}:{rows['val'][2]}] = rows "
-                                       f"{rows['val'][1]:,} to {rows['val'][2] - 1:,}.")})
+left.table(sizes.rename(columns={"from": "from (official file[rows])"}).style.hide(axis="index")
+           .format({"examples": "{:,}"}))
+left.caption("Rows of the official train or test file, Python-style: "
+             f"{rows['val'][0]}[{rows['val'][1]}:{rows['val'][2]}] = rows {rows['val'][1]:,} to {rows['val'][2] - 1:,}.")
 if run_cfg is not None and (run_cfg.train.subset or run_cfg.train.eval_subset):
     left.info(f"The selected run used a subset: the first {run_cfg.train.subset or 'all'} training and the first "
               f"{run_cfg.train.eval_subset or 'all'} validation/test examples.")
