@@ -268,14 +268,16 @@ def _shown(cm: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def style_class_report(report: pd.DataFrame, worst: int = 3):
-    """A per-class precision/recall/F1 table (pandas Styler) with the `worst` classes by F1 in red."""
+    """A per-class precision/recall/F1 table (pandas Styler, the class as its first column) with the `worst`
+    classes by F1 in red."""
     worst_classes = set(report["f1"].nsmallest(worst).index)
+    table = report.rename_axis("class").reset_index()
 
     def row_style(row: pd.Series) -> list[str]:
-        bad = row.name in worst_classes
+        bad = row["class"] in worst_classes
         return ["background-color: #ffe3e3; color: #c92a2a; font-weight: 600" if bad else "" for _ in row]
 
-    return (report.style.apply(row_style, axis=1)
+    return (table.style.apply(row_style, axis=1).hide(axis="index")
             .format({"precision": "{:.1%}", "recall": "{:.1%}", "f1": "{:.1%}", "support": "{:d}"}))
 
 

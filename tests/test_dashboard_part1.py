@@ -117,7 +117,8 @@ def test_every_page_renders_with_its_key_elements(monkeypatch, runs_dir, fixture
             assert len(md5) == 4 and md5["check"].str.contains("matches").all()
             assert len(captions(at)) == 10 + 40                           # 10 mean images + one page of 40
         if page == "confusion":
-            assert len(at.table[1].value) == 10                           # per-class table
+            per_class = at.table[1].value                                  # per-class table, the class shown
+            assert [int(c) for c in per_class["class"]] == list(range(10)), per_class.columns
             assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("-conf_animation")]
             at.toggle(key="conf_animate").set_value(True).run()            # the animation is built only when asked
             assert not at.exception and not errors(at)
