@@ -38,6 +38,7 @@ bench: data
 	$(PY) bench/attribution_speed.py
 	$(PY) bench/draw_latency.py
 	$(PY) bench/page_render.py
+	$(PY) bench/attribution_page.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts
