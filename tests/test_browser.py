@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics import confusion_matrix
 
 from tests.browser_util import (PAGES, ROOT, ConsoleLog, app_errors, browser_missing, launch_chromium, nav_titles,
-                                new_page, open_page, screenshot_full, streamlit_server, wait_rendered)
+                                new_page, open_page, screenshot_full, streamlit_server, switch_page, wait_rendered)
 
 MISSING = browser_missing()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(MISSING is not None, reason=f"real-browser test: {MISSING}")]
@@ -252,4 +252,34 @@ def test_confusion_explain_link_shows_the_same_image(server, page, page_console,
     diff = np.abs(pixels[scale // 2::scale, scale // 2::scale].astype(int) - official)
     assert diff.max() <= 2, diff.max()          # Streamlit re-encodes the picture: a level or two off at most
     assert np.abs(official - _official_row(fixture_run, split, position - 1)).max() > 2    # so a wrong row fails
+    assert real_errors(page_console) == []
+
+
+def test_the_example_follows_the_user_and_lives_in_the_url(server, browser, page, page_console, fixture_run):
+    """Pick an example on Attributions, visit other pages and come back: still picked; the Kernels page's
+    walk-through shows the same example; the URL carries run, epoch, split and index, and opening that
+    URL in a new session (a shared link) reopens the same view."""
+    open_page(page, server, f"/attributions?run={fixture_run.name}&epoch=2", PAGE_TIMEOUT)
+    _type_example(page, 7)
+    titles = nav_titles(page)
+    for path in ("/confusion", "/filters", "/attributions"):
+        switch_page(page, titles[path], PAGE_TIMEOUT)
+        assert app_errors(page) == [], path
+        if path == "/filters":
+            since = page.evaluate("performance.now()")
+            page.locator(".st-key-filt_view").get_by_text("Walk-through", exact=True).click()
+            wait_rendered(page, since, PAGE_TIMEOUT)
+            assert page.locator(".st-key-filt_index input").input_value() == "7"
+    assert page.locator(".st-key-attr_index input").input_value() == "7"          # kept across pages
+    assert "val #7 (official" in page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+    url = page.url
+    for part in (f"run={fixture_run.name}", "epoch=2", "split=val", "index=7"):
+        assert part in url, url
+    fresh = new_page(browser)                                                     # someone opening the link
+    try:
+        open_page(fresh, server, "/" + url.split("://", 1)[1].split("/", 1)[1], PAGE_TIMEOUT)
+        assert fresh.locator(".st-key-attr_index input").input_value() == "7"
+        assert _metric(fresh, "Predicted (epoch 2)") == str(int(_saved_predicted(fixture_run, 2)[7]))
+    finally:
+        fresh.context.close()
     assert real_errors(page_console) == []
