@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 RUNS   ?= $(or $(DIGIT_LENS_RUNS),runs)
 PORT   ?= 8501
 
-.PHONY: setup data run train-quick test bench clean
+.PHONY: setup data run train-quick test bench clean constraints
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,12 @@ bench: data
 	$(PY) bench/draw_latency.py
 	$(PY) bench/page_render.py
 	$(PY) bench/attribution_page.py
+
+# constraints.txt: the exact versions of the working venv (pip freeze without digit-lens itself).
+constraints:
+	{ echo '# Exact versions of the working venv: pip install -c constraints.txt -e ".[dev]" reproduces it.'; \
+	  echo '# Regenerate with: make constraints'; \
+	  $(PY) -m pip freeze --exclude-editable | grep -iv '^digit-lens'; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts
