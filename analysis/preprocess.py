@@ -16,6 +16,14 @@ that contrasts with the strokes, unless one is given. A photo's EXIF orientation
 numpy and scipy.ndimage are used. The grey conversion, inversion and compositing are done here on
 float arrays rather than with PIL's 8-bit `ImageOps.grayscale`/`invert`, so that a transparent
 canvas is composited without rounding twice.
+
+Uploads are checked before any pixel is decoded: at most MAX_BYTES (10 MB, the same as
+`server.maxUploadSize` in .streamlit/config.toml) and at most MAX_SIDE pixels a side; PIL's own
+decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`) is set here explicitly to MAX_SIDE**2 and its
+warning is raised as an error, so a small file whose header claims 20000x20000 pixels is refused on
+opening. Modes: 16-bit grayscale PNGs (I;16) are scaled from 0-65535 to 0-255 (PIL's own conversion
+would clip them), palette images are expanded, CMYK JPEGs go through PIL's CMYK->RGB, and of an
+animated GIF or PNG only the first frame is read (the notes say so).
 """
 from __future__ import annotations
 
@@ -38,6 +46,9 @@ FIELD = 28                     # MNIST: the image side
 CENTRE = 14.0                  # MNIST: where the centre of mass lands (row and column, pixel indices)
 MIN_CONTRAST = 24              # ink must differ from the background by this much (of 255) to count
 INK_THRESHOLD = 0.1            # after stretching, pixels above this share of full ink form the bounding box
+MAX_PIXELS = MAX_SIDE * MAX_SIDE   # PIL warns above this many pixels (we refuse) and errors above twice it
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS   # explicit, not PIL's default (~89 M): a decompression bomb is refused on open
 
 
 class PreprocessError(ValueError):
@@ -75,14 +86,31 @@ def _open_bytes(data: bytes) -> Image.Image:
     return img
 
 
-def _from_pil(img: Image.Image) -> np.ndarray:
-    """A PIL image as a uint8 array (H,W) or (H,W,4); the size is checked before any pixel is decoded."""
+def _from_pil(img: Image.Image, notes: list[str] | None = None) -> np.ndarray:
+    """A PIL image as an array: uint8 (H,W,3) or (H,W,4), or float (H,W) in [0,1] for 16/32-bit grey.
+
+    The size is checked before any pixel is decoded; of an animated image the first frame is used.
+    """
     w, h = img.size
     if max(w, h) > MAX_SIDE:
         raise PreprocessError(f"image is {w}x{h} pixels; the limit is {MAX_SIDE} pixels a side")
+    frames = getattr(img, "n_frames", 1)
     try:
+        if frames > 1:
+            img.seek(0)
+            if notes is not None:
+                notes.append(f"animated image: the first of its {frames} frames is used")
         img.load()
         img = ImageOps.exif_transpose(img)          # a sideways phone photo, upright
+        if img.mode.startswith("I;16") or img.mode == "I":
+            # 16-bit grey (PNG opens as I;16, or I): scale 0-65535 to [0, 1]; convert("L") would clip at 255
+            a = np.asarray(img).astype(np.float64)
+            if img.mode == "I" and a.max() <= 255 and a.min() >= 0:
+                return a / 255.0                 # a 32-bit image holding 8-bit values
+            return np.clip(a / 65535.0, 0.0, 1.0)
+        if img.mode == "F":
+            a = np.asarray(img).astype(np.float64)
+            return np.clip(a / 255.0, 0.0, 1.0)     # PIL's float mode holds 0-255 grey levels
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             return np.asarray(img.convert("RGBA"))
         return np.asarray(img.convert("RGB"))
@@ -175,7 +203,7 @@ def preprocess(image: bytes | Image.Image | np.ndarray, background: float | None
     if isinstance(image, (bytes, bytearray, memoryview)):
         image = _open_bytes(bytes(image))
     if isinstance(image, Image.Image):
-        image = _from_pil(image)
+        image = _from_pil(image, notes)
     if not isinstance(image, np.ndarray):
         raise PreprocessError(f"expected image bytes, a PIL image or a numpy array, got {type(image).__name__}")
     gray = _grayscale(_check_array(image), background, notes)          # (H,W) float in [0,255]

@@ -237,3 +237,95 @@ def test_upscaled_mnist_digits_keep_their_prediction(accurate_run, mnist_root):
         after = model(torch.cat(processed)).argmax(1)
     agreement = (before == after).float().mean().item()
     assert agreement >= 0.97, f"only {agreement:.1%} of predictions survive preprocessing"
+
+
+# ----------------------------------------------------------------------------- uploads of every kind
+
+def png_header_claiming(width: int, height: int, colour_type: int = 0) -> bytes:
+    """A tiny PNG whose IHDR, built by hand, claims width x height 8-bit pixels (the pixels are never there)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_pil_pixel_limit_is_set_explicitly():
+    from analysis import preprocess as module
+    assert Image.MAX_IMAGE_PIXELS == module.MAX_PIXELS == module.MAX_SIDE ** 2
+
+
+@pytest.mark.parametrize("side", [20000, 5000])
+def test_bomb_20000_square_png_is_refused_on_open(side, monkeypatch):
+    """20000x20000 (400 M pixels) and 5000x5000 (over MAX_IMAGE_PIXELS): refused, and no pixel is decoded."""
+    def no_decode(self):  # if anything tried to decode the pixels, the test would see this error instead
+        raise AssertionError("pixels were decoded")
+    monkeypatch.setattr(Image.Image, "load", no_decode)
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decode)
+    data = png_header_claiming(side, side)
+    assert len(data) < 200
+    with pytest.raises(PreprocessError, match="too large|limit"):
+        preprocess(data)
+
+
+def test_zero_bytes_and_text_get_clear_messages():
+    with pytest.raises(PreprocessError, match="empty"):
+        preprocess(b"")
+    with pytest.raises(PreprocessError, match="not an image"):
+        preprocess("a digit".encode() * 100)
+
+
+def test_16_bit_grayscale_png_matches_the_8_bit_version():
+    eight = seven(90, (20, 15, 70, 80), 7, ink=0, paper=255)
+    sixteen = Image.fromarray(np.asarray(eight).astype(np.uint16) * 257)    # 0..255 -> 0..65535 exactly
+    data = png_bytes(sixteen)
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")                 # the file really is 16-bit
+    want = preprocess(png_bytes(eight)).image
+    np.testing.assert_array_equal(preprocess(data).image, want)
+    # a 16-bit image whose paper is only 51000 of 65535 (~78%) is stretched to the same digit
+    half = Image.fromarray((np.asarray(eight).astype(np.uint16) * 200))
+    got = preprocess(png_bytes(half)).image.astype(int)
+    assert np.abs(got - want.astype(int)).mean() < 1
+
+
+def test_palette_png_matches_the_rgb_version():
+    rgb = seven(90, (20, 15, 70, 80), 7, ink=0, paper=255).convert("RGB")
+    pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    data = png_bytes(pal)
+    assert Image.open(io.BytesIO(data)).mode == "P"
+    np.testing.assert_array_equal(preprocess(data).image, preprocess(png_bytes(rgb)).image)
+
+
+def test_animated_gif_uses_the_first_frame_and_says_so():
+    first = seven(90, (20, 15, 70, 80), 7, ink=0, paper=255)
+    second = Image.new("L", (90, 90), 255)
+    ImageDraw.Draw(second).ellipse((25, 15, 65, 80), outline=0, width=7)      # a '0': a different digit
+    buf = io.BytesIO()
+    first.save(buf, format="GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
+    got = preprocess(buf.getvalue())
+    np.testing.assert_array_equal(got.image, preprocess(first).image)
+    assert not np.array_equal(got.image, preprocess(second).image)
+    assert any("first of its 2 frames" in n for n in got.notes), got.notes
+
+
+def jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_cmyk_jpeg_matches_the_rgb_version():
+    rgb = seven(90, (20, 15, 70, 80), 7, ink=(20, 40, 160), paper=(250, 245, 230), mode="RGB")
+    cmyk = rgb.convert("CMYK")
+    data = jpeg(cmyk)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    got = preprocess(data).image.astype(int)
+    want = preprocess(jpeg(rgb)).image.astype(int)
+    assert np.abs(got - want).mean() < 3                                      # JPEG noise only
+    assert np.abs(got - want).max() < 60
+
+
+def test_streamlit_upload_limit_matches_max_bytes():
+    import tomllib
+    config = tomllib.loads((runs.REPO_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 1024 * 1024 == MAX_BYTES     # Streamlit counts megabytes

@@ -70,8 +70,9 @@ def read_input() -> tuple[bytes | None, str]:
     source = st.radio("Input", ["draw", "upload"], horizontal=True, key="draw_source",
                       format_func=lambda s: {"draw": "✏️ Draw", "upload": "📁 Upload an image"}[s])
     if source == "upload":
-        up = st.file_uploader("A PNG or JPEG of one digit (any size; dark on light or light on dark)",
-                              type=["png", "jpg", "jpeg"], key="draw_upload")
+        up = st.file_uploader("A PNG, JPEG or GIF of one digit (up to 10 MB and 4096 pixels a side; "
+                              "dark on light or light on dark)",
+                              type=["png", "jpg", "jpeg", "gif"], key="draw_upload")
         return (up.getvalue() if up is not None else None), source
     stroke = st.slider("Stroke width", 8, 40, 22, key="draw_stroke")
     result = st_canvas(stroke_width=stroke, stroke_color="#FFFFFF", background_color="#000000",
