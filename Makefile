@@ -38,6 +38,7 @@ bench: data
 	$(PY) bench/attribution_speed.py
 	$(PY) bench/draw_latency.py
 	$(PY) bench/page_render.py
+	$(PY) bench/many_runs.py
 	$(PY) bench/attribution_page.py
 
 # constraints.txt: the exact versions of the working venv (pip freeze without digit-lens itself).

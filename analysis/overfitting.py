@@ -101,6 +101,12 @@ def check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("epoch").reset_index(drop=True)
 
 
+def best_epoch(metrics: pd.DataFrame) -> int:
+    """The best epoch: the lowest validation loss, the earliest if tied (ValueError like `check_metrics`)."""
+    df = check_metrics(metrics)
+    return int(df["epoch"].iloc[int(np.argmin(df["val_loss"].to_numpy(float)))])
+
+
 def loss_gap(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per epoch: train/val loss and loss_gap = val - train; with accuracies, acc_gap = train - val."""
     df = check_metrics(metrics)
@@ -211,8 +217,9 @@ def diagnose(metrics: pd.DataFrame, patience: int = 2, tol: float = 0.01,
     epochs = df["epoch"].to_numpy()
     val, train = df["val_loss"].to_numpy(float), df["train_loss"].to_numpy(float)
     n, last = len(df), int(epochs[-1])
-    b = int(np.argmin(val))
-    best, best_loss = int(epochs[b]), float(val[b])
+    best = best_epoch(df)
+    b = int(np.flatnonzero(epochs == best)[0])          # its position in the table
+    best_loss = float(val[b])
     stop = early_stopping(val, epochs, patience)
     onset_i = _first_rise(val, train, patience, tol, train_falls=True, start=b)
     onset = None if onset_i is None else int(epochs[onset_i])

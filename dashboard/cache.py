@@ -179,25 +179,31 @@ def diagnosis(run_dir: str, split: str = "val"):
     return diag
 
 
-def best_epoch(run_dir: str) -> int | None:
-    """The best epoch (lowest validation loss, `diagnosis`); the last epoch when the metrics cannot be
-    diagnosed; None without a finished epoch. RunError when metrics.csv cannot be read."""
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _best_epoch(run_dir: str, metrics_mtime: float) -> int | None:
+    from analysis.overfitting import best_epoch as lowest_val_loss
+    metrics = load_metrics(run_dir)
     try:
-        return diagnosis(run_dir).best_epoch
-    except ValueError:
-        metrics = load_metrics(run_dir)
+        return lowest_val_loss(metrics)
+    except ValueError:          # gaps or NaN in the metrics: the last finished epoch
         return int(metrics["epoch"].iloc[-1]) if len(metrics) else None
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _run_summary(run_dir: str, metrics_mtime: float, key: tuple):
+def best_epoch(run_dir: str) -> int | None:
+    """analysis.overfitting.best_epoch (lowest validation loss) from metrics.csv alone; the last epoch when the
+    metrics cannot be read as numbers; None without a finished epoch. RunError when metrics.csv is unreadable."""
+    return _best_epoch(str(run_dir), _mtime(runs.metrics_path(run_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)   # one per listed run: the Runs page shows them all
+def _run_summary(run_dir: str, metrics_mtime: float):
     from analysis.curves import run_summary
     return run_summary(load_metrics(run_dir), best_epoch(run_dir))
 
 
 def run_summary(run_dir: str):
     """analysis.curves.run_summary of a run at its best epoch (RunError when metrics.csv cannot be read)."""
-    return _run_summary(str(run_dir), _mtime(runs.metrics_path(run_dir)), _predictions_key(str(run_dir)))
+    return _run_summary(str(run_dir), _mtime(runs.metrics_path(run_dir)))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -241,3 +241,11 @@ def test_spike_class_only_when_one_fell_and_both_epochs_are_known():
     nan5[5] = np.nan                                          # class 5 absent from the split: class 3 is named
     assert (spikes(table(RUN_VAL, RUN_TRAIN), nan5)[0].worst_class, spikes(table(RUN_VAL, RUN_TRAIN), nan5)[0].class_at) \
         == (3, 0.970)
+
+
+def test_best_epoch_is_the_lowest_validation_loss_earliest_if_tied():
+    from analysis.overfitting import best_epoch
+    table = pd.DataFrame({"epoch": [3, 1, 2, 4], "train_loss": [1, 1, 1, 1], "val_loss": [0.2, 0.5, 0.2, 0.3]})
+    assert best_epoch(table) == 2                      # epochs 2 and 3 tie at 0.2: the earlier one
+    with pytest.raises(ValueError):
+        best_epoch(table.assign(val_loss=[0.2, None, 0.1, 0.3]))
