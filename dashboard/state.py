@@ -21,7 +21,7 @@ from dashboard import cache
 from model.runs import RunError, RunInfo
 
 BADGES = {"running": "🔵 running", "completed": "🟢 completed", "failed": "🔴 failed",
-          "interrupted": "🟠 interrupted", "imported": "📥 imported"}
+          "interrupted": "🟠 interrupted", "imported": "📥 imported", "diverged": "💥 diverged"}
 REFRESH_SECONDS = 3
 SPLITS = {"val": "validation", "test": "test"}     # the splits an example can come from
 EXAMPLE_SPLIT, EXAMPLE_INDEX = "example_split", "example_index"   # the shared example (not widget keys)
@@ -43,6 +43,18 @@ class Selection:
     @property
     def run_dir(self) -> str | None:
         return str(self.run.path) if self.run else None
+
+
+def badge(run: RunInfo) -> str:
+    """The run's status as shown in the sidebar and the runs table; a diverged run says at which epoch."""
+    if run.state == "failed":
+        try:
+            epoch = cache.load_status(run.path).get("diverged_epoch")
+        except RunError:
+            epoch = None
+        if epoch is not None:
+            return f"{BADGES['diverged']} at epoch {epoch}"
+    return BADGES.get(run.state, run.state)
 
 
 def current() -> Selection:
@@ -103,10 +115,10 @@ def render_sidebar() -> Selection:
     names = [r.name for r in all_runs]
     label = {r.run_id: r.name if names.count(r.name) == 1 else f"{r.name} ({r.run_id})" for r in all_runs}
     run_id = sb.selectbox("Run", ids, key="run_id",
-                          format_func=lambda i: f"{label[i]} · {BADGES.get(by_id[i].state, by_id[i].state)}",
+                          format_func=lambda i: f"{label[i]} · {badge(by_id[i])}",
                           help="Runs in the runs folder, newest first.")
     sel.run = by_id[run_id]
-    sb.caption(f"{BADGES.get(sel.run.state, sel.run.state)} · epoch {sel.run.last_epoch}  \n`{run_id}`")
+    sb.caption(f"{badge(sel.run)} · epoch {sel.run.last_epoch}  \n`{run_id}`")
     try:
         metrics = cache.load_metrics(sel.run.path)
     except RunError as e:
