@@ -1,13 +1,14 @@
 # digit-lens: two commands for a newcomer.
 #   make run    set everything up, get MNIST, train a quick run if there is none, open the dashboard
 #   make test   set everything up and run the whole test suite
+#   make serve  serve the runs read-only to a class (no training, nothing written into the runs; see README)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 RUNS   ?= $(or $(DIGIT_LENS_RUNS),runs)
 PORT   ?= 8501
 
-.PHONY: setup data run train-quick test bench clean constraints
+.PHONY: setup data run serve train-quick test bench clean constraints
 
 setup: $(VENV)/.installed
 
@@ -28,6 +29,12 @@ train-quick: data
 
 run: train-quick
 	$(VENV)/bin/streamlit run dashboard/app.py --server.port $(PORT)
+
+# read-only: no training form, no writes into $(RUNS); add ADDRESS=0.0.0.0 to serve on the network
+ADDRESS ?= localhost
+serve: data
+	DIGIT_LENS_RUNS=$(RUNS) $(VENV)/bin/streamlit run dashboard/app.py --server.port $(PORT) \
+		--server.address $(ADDRESS) -- --read-only
 
 test: data
 	$(PY) -m pytest -q

@@ -1,4 +1,9 @@
-"""The on-disk cache for slow analysis results, one file per key in `<run_dir>/cache/`.
+"""The on-disk cache for slow analysis results, one file per key in the run's cache folder.
+
+The folder is `model.runs.cache_dir(run)`: `<run_dir>/cache/` by default, or
+`$DIGIT_LENS_CACHE/<runs-folder-hash>/<run-id>/` when $DIGIT_LENS_CACHE is set. A read-only server
+(dashboard/mode.py) sets it to `${XDG_CACHE_HOME:-~/.cache}/digit-lens` unless it is set already, so
+serving a class never writes into a run folder.
 
 Usage:
     from analysis.cache import cached, make_key
@@ -160,7 +165,7 @@ def cached(run_dir: Path | str, key: str, compute: Callable[[], Any], kind: str 
     """The value stored under `key` in the run's cache; on a miss (or a corrupt file) compute and store it.
 
     Args:
-        run_dir: the run folder; results go to `<run_dir>/cache/<safe-key>.<ext>`.
+        run_dir: the run folder; results go to `cache_dir(run_dir)/<safe-key>.<ext>`.
         key: a readable identity of the result, e.g. from `make_key`.
         compute: called with no arguments on a miss; its return value is stored and returned.
         kind: "npz" (array or dict of arrays), "json" (plain data) or "parquet-or-csv" (DataFrame).

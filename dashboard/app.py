@@ -1,6 +1,7 @@
 """digit-lens: the router. Sets up the page, the shared sidebar (run, epoch), and runs one page.
 
     streamlit run dashboard/app.py
+    streamlit run dashboard/app.py -- --read-only    (serve a class: no training, no writes; dashboard/mode.py)
 """
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `streamlit
 
 import streamlit as st  # noqa: E402
 
-from dashboard import state, ui  # noqa: E402
+from dashboard import mode, state, ui  # noqa: E402
+
+mode.configure()   # read-only: the analysis cache goes outside the run folders
 
 st.set_page_config(page_title="digit-lens", page_icon="🔍", layout="wide")
 

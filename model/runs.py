@@ -132,8 +132,17 @@ def steps_path(run_dir: Path | str) -> Path:
 
 
 def cache_dir(run_dir: Path | str) -> Path:
-    """Where slow analysis results of a run are kept (analysis/cache.py); safe to delete."""
-    return Path(run_dir) / CACHE_DIR
+    """Where slow analysis results of a run are kept (analysis/cache.py); safe to delete.
+
+    `<run>/cache/`, or, when $DIGIT_LENS_CACHE is set (read-only serving, dashboard/mode.py), outside the
+    run: `$DIGIT_LENS_CACHE/<hash of the runs folder's path>/<run-id>/`, so no file is written into the run.
+    """
+    root = os.environ.get("DIGIT_LENS_CACHE")
+    if not root:
+        return Path(run_dir) / CACHE_DIR
+    import hashlib
+    run_dir = Path(run_dir).resolve()
+    return Path(root) / hashlib.sha1(str(run_dir.parent).encode()).hexdigest()[:12] / run_dir.name
 
 
 def _epochs_in(folder: Path, suffix: str) -> list[int]:

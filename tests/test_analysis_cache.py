@@ -138,3 +138,21 @@ def test_clear_cache(tmp_path):
     assert load_cached(tmp_path, "ece__epoch001", "json") == [1]
     assert clear_cache(tmp_path) == 1
     assert clear_cache(tmp_path / "nope") == 0
+
+
+def test_digit_lens_cache_moves_the_files_out_of_the_run(tmp_path, monkeypatch):
+    """$DIGIT_LENS_CACHE (read-only serving): files go to <root>/<runs-folder hash>/<run-id>/, none into the run."""
+    import hashlib
+    run_a, run_b = tmp_path / "runs-a" / "r1", tmp_path / "runs-b" / "r1"     # same run id, two runs folders
+    for run in (run_a, run_b):
+        run.mkdir(parents=True)
+    monkeypatch.setenv("DIGIT_LENS_CACHE", str(tmp_path / "elsewhere"))
+    assert cached(run_a, "k", lambda: {"a": 1}, kind="json") == {"a": 1}
+    assert cached(run_b, "k", lambda: {"b": 2}, kind="json") == {"b": 2}     # not run_a's file
+    assert list(run_a.iterdir()) == [] and list(run_b.iterdir()) == []
+    digest = hashlib.sha1(str((tmp_path / "runs-a").resolve()).encode()).hexdigest()[:12]
+    assert (tmp_path / "elsewhere" / digest / "r1" / "k.json").is_file()
+    assert clear_cache(run_a) == 1 and load_cached(run_b, "k", kind="json") == {"b": 2}
+    monkeypatch.delenv("DIGIT_LENS_CACHE")
+    cached(run_a, "k", lambda: {"a": 1}, kind="json")
+    assert (run_a / "cache" / "k.json").is_file()

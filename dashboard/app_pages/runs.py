@@ -104,7 +104,7 @@ render_launches()
 def summary_row(run) -> dict:
     """One row of the runs table: the run's settings and its analysis.curves.run_summary (accuracies as fractions)."""
     t = run.config.train
-    row = {"run": run.run_id, "name": run.name, "status": state.BADGES.get(run.state, run.state),
+    row = {"run": run.run_id, "name": run.name, "status": state.badge(run),
            "variant": run.config.variant, "optimizer": t.optimizer, "lr": t.lr,
            "epochs": f"{run.last_epoch}/{t.epochs}", "best epoch": None, "val acc": np.nan,
            "test acc": np.nan, "top val acc": np.nan, "duration": "—", "started": run.started_at[:16].replace("T", " ")}
@@ -132,7 +132,7 @@ if sel.runs:
                  column_config={"run": st.column_config.TextColumn("run id", width=190,
                                                                    help="started YYYYMMDD-HHMMSS, then the name"),
                                 "name": st.column_config.TextColumn(width=80),
-                                "status": st.column_config.TextColumn(width=100),
+                                "status": st.column_config.TextColumn(width=160),
                                 "variant": st.column_config.TextColumn(width=60),
                                 "optimizer": st.column_config.TextColumn(width=72),
                                 "lr": st.column_config.NumberColumn(format="%g", width=45),
