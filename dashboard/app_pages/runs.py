@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, figures, report, state, training, ui
+from dashboard import cache, figures, mode, report, state, training, ui
 from model.net import VARIANTS
 from model.runs import RunError
 from model.config import TrainConfig
@@ -11,6 +11,9 @@ from model.train import OTHER_DEFAULTS, PRESETS
 
 LAUNCHES = "runs_launches"   # session key: the training processes started from this page
 PROGRESS_SECONDS = 2
+READ_ONLY = mode.read_only()  # a shared server (`-- --read-only`): no training from here, nothing written
+READ_ONLY_NOTE = ("🔒 **This server is read-only**: runs can be viewed but not trained or stopped here. "
+                  "To train, run the dashboard on your own machine (`make run`) or `python -m model.train`.")
 
 sel = state.current()
 st.title("🗂️ Runs")
@@ -30,7 +33,7 @@ ui.intro(
   interrupted and every finished epoch stays usable. One training at a time (the CPU is shared).
 """)
 
-launches: list[training.Launch] = st.session_state.setdefault(LAUNCHES, [])
+launches: list[training.Launch] = [] if READ_ONLY else st.session_state.setdefault(LAUNCHES, [])
 for launch in launches:
     training.poll(launch)          # note processes that have ended (training.launch also reaps them)
 
@@ -92,12 +95,16 @@ def render_launches() -> None:
 
 # ----------------------------------------------------------------------------- the empty state
 if not sel.runs:
-    st.info(f"**No runs yet** in `{sel.runs_dir}`. Train a quick run (4 epochs on 20,000 images, a few "
-            "minutes on a laptop CPU) to fill every page of the dashboard.")
-    st.button("🚀 Train a quick run", key="runs_quick", type="primary", disabled=any_running(),
-              on_click=start_training, kwargs={"preset": "quick", "name": "quick"})
+    if READ_ONLY:
+        st.info(f"**No runs yet** in `{sel.runs_dir}`.")
+    else:
+        st.info(f"**No runs yet** in `{sel.runs_dir}`. Train a quick run (4 epochs on 20,000 images, a few "
+                "minutes on a laptop CPU) to fill every page of the dashboard.")
+        st.button("🚀 Train a quick run", key="runs_quick", type="primary", disabled=any_running(),
+                  on_click=start_training, kwargs={"preset": "quick", "name": "quick"})
 
-render_launches()
+if not READ_ONLY:
+    render_launches()
 
 
 # ----------------------------------------------------------------------------- the table of runs
@@ -192,6 +199,9 @@ if sel.runs:
 
 # ----------------------------------------------------------------------------- train a new run
 st.subheader("Train a new run")
+if READ_ONLY:
+    st.info(READ_ONLY_NOTE)
+    st.stop()
 running = any_running()
 preset = st.radio("Preset", ["quick", "seed", "custom"], key="runs_preset", horizontal=True,
                   format_func={"quick": "quick (4 epochs, 20,000 images)",
