@@ -3,25 +3,37 @@
     python -m model.train --preset quick          # a few minutes on a CPU
     python -m model.train --preset seed           # the seed notebook's protocol, 10 epochs
     python -m model.train --resume RUN            # continue a run from its last finished epoch
+    torchrun --nproc-per-node 2 -m model.train    # data-parallel over 2 processes (GPUs, else CPU cores)
 
 The math is the seed's: SGD lr 0.01, batch 64, cross-entropy, shuffled every epoch. Unlike the seed,
 the data is held as one uint8 tensor in memory and sliced per batch (no per-sample ToTensor).
+
+Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) the model is wrapped in DistributedDataParallel
+(NCCL on GPUs, gloo on CPUs). --batch-size stays the GLOBAL batch: each of the W processes trains on
+its own contiguous slice of B/W examples of every batch of the same per-epoch permutation, so W
+processes take the same steps as one process (up to float summation order). Rank 0 alone writes the
+run; losses, accuracies and per-example records are those of all ranks together.
+
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data.mnist import SPLITS, DataError, MnistSplits, default_root, load_mnist, source_info
@@ -57,6 +69,40 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass
+class Ranks:
+    """This process's place in a torchrun job: rank 0 of 1 when started without torchrun."""
+    rank: int = 0   # 0 writes the run
+    world: int = 1  # processes training together (torchrun's WORLD_SIZE)
+
+
+def join_torchrun(device: torch.device) -> tuple[Ranks, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1) join its process group: NCCL on cuda:LOCAL_RANK, else gloo on the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ValueError(f"several processes train on cuda or cpu, not {device.type} (use --device cpu)")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), world), device
+
+
+class RankWriter:
+    """What a rank other than 0 holds instead of a RunWriter: the run's folder and config; it writes nothing."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        self.config = runs.load_config(self.dir)
+
+    def _skip(self, *args, **kwargs) -> None:
+        pass
+
+    set_status = heartbeat = set_progress = add_steps = write_epoch = save_config = _skip
+
+
 def make_optimizer(model: Net, name: str, lr: float, momentum: float) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
@@ -86,28 +132,43 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                 generator: torch.Generator, device: torch.device, desc: str, log_every: int,
-                on_step=None, on_batch=None, epoch: int = 0) -> dict:
+                on_step=None, on_batch=None, epoch: int = 0, ranks: Ranks = Ranks()) -> dict:
     """One shuffled pass over (x uint8 (N,28,28), y (N,)).
+
+    With W processes (`ranks.world`), all draw the same permutation and each trains on its own
+    contiguous slice of every batch of `batch_size`; the loss is scaled so that DDP's average of the
+    gradients is the gradient of the whole batch's mean loss, and every number returned is global.
 
     Returns:
         loss and accuracy of the pass, the loss every `log_every` steps, and for every example the
-        probability of its true class and whether it was right, as seen in its batch.
+        probability of its true class and whether it was right, as seen in its batch; with several
+        processes also `rank`, the rank that trained on each example.
     """
     model.train()
     n = len(x)
     perm = torch.randperm(n, generator=generator)
     true_prob = torch.zeros(n, dtype=torch.float32)
     correct = torch.zeros(n, dtype=torch.bool)
-    total_loss, steps, window = 0.0, [], []
-    bar = tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, mininterval=1.0, file=sys.stderr)
+    total_loss, steps, window, mine = 0.0, [], [], []
+    bar = tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, mininterval=1.0, file=sys.stderr,
+               disable=ranks.rank != 0)
     for step, start in enumerate(bar, 1):
-        idx = perm[start:start + batch_size]
-        xb = to_input(x[idx]).to(device)           # (B,1,28,28)
-        yb = y[idx].to(device)                       # (B,)
-        logits = model(xb)                           # (B,10)
-        loss = F.cross_entropy(logits, yb)
-        if not math.isfinite(loss.item()):
-            raise Diverged(epoch, step, f"the training loss ({loss.item()})")
+        batch = perm[start:start + batch_size]
+        idx = batch.tensor_split(ranks.world)[ranks.rank]   # this rank's share; all of it on one process
+        xb = to_input(x[idx]).to(device)           # (B/W,1,28,28)
+        yb = y[idx].to(device)                       # (B/W,)
+        logits = model(xb)                           # (B/W,10)
+        if ranks.world == 1:
+            loss = F.cross_entropy(logits, yb)
+            batch_loss = loss.item()
+        else:
+            loss_sum = F.cross_entropy(logits, yb, reduction="sum")
+            loss = loss_sum * ranks.world / len(batch)   # DDP divides the summed gradients by W
+            summed = loss_sum.detach().clone()
+            dist.all_reduce(summed)                      # every rank sees the same loss and stops together
+            batch_loss = summed.item() / len(batch)
+        if not math.isfinite(batch_loss):
+            raise Diverged(epoch, step, f"the training loss ({batch_loss})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -115,18 +176,36 @@ def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torc
             p = logits.softmax(1)
             true_prob[idx] = p.gather(1, yb[:, None])[:, 0].float().cpu()
             correct[idx] = (p.argmax(1) == yb).cpu()
-        total_loss += loss.item() * len(idx)
-        window.append(loss.item())
+        mine.append(idx)
+        total_loss += batch_loss * len(batch)
+        window.append(batch_loss)
         if on_batch:
-            on_batch(step, len(bar), loss.item())
+            on_batch(step, len(bar), batch_loss)
         if step % log_every == 0:
             steps.append({"step": step, "loss": float(np.mean(window))})
             window = []
             bar.set_postfix(loss=f"{steps[-1]['loss']:.4f}")
             if on_step:
                 on_step()
+    rank_of = None
+    if ranks.world > 1:
+        true_prob, correct, rank_of = gather_examples(torch.cat(mine), true_prob, correct, ranks)
     return {"loss": total_loss / n, "acc": correct.float().mean().item(), "steps": steps,
-            "true_prob": true_prob, "correct": correct}
+            "true_prob": true_prob, "correct": correct, "rank": rank_of}
+
+
+def gather_examples(mine: torch.Tensor, true_prob: torch.Tensor, correct: torch.Tensor, ranks: Ranks):
+    """Every rank's per-example records put together (on every rank), checking that each example was seen once."""
+    parts = [None] * ranks.world
+    dist.all_gather_object(parts, (mine, true_prob[mine], correct[mine]))
+    true_prob, correct = torch.zeros_like(true_prob), torch.zeros_like(correct)
+    rank_of = torch.full(true_prob.shape, -1, dtype=torch.int8)
+    for r, (idx, p, c) in enumerate(parts):
+        true_prob[idx], correct[idx], rank_of[idx] = p, c, r
+    seen = torch.bincount(torch.cat([idx for idx, _, _ in parts]), minlength=len(true_prob))
+    if not bool((seen == 1).all()):
+        raise RuntimeError("the ranks' shards overlap or miss examples (a bug in the sharding)")
+    return true_prob, correct, rank_of
 
 
 @torch.no_grad()
@@ -182,8 +261,8 @@ def build_config(args: argparse.Namespace, run_id: str, device: torch.device, da
 
 
 def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_epoch: int = 1,
-        dry_run: bool = False) -> None:
-    """Train epochs start_epoch..config.train.epochs, writing each finished epoch to the run."""
+        dry_run: bool = False, ranks: Ranks = Ranks()) -> None:
+    """Train epochs start_epoch..config.train.epochs, writing each finished epoch to the run (rank 0 only)."""
     cfg, t = writer.config, writer.config.train
     sel = select_data(data, t.subset, t.eval_subset)
     (tx, ty, ti), (vx, vy, vi), (sx, sy, si) = sel["train"], sel["val"], sel["test"]
@@ -202,12 +281,17 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
         if opt_state is not None:
             load_optimizer_tensors(opt, opt_state)
     model.to(device)
-    print(f"[train] {writer.dir.name}: {len(tx)} train / {len(vx)} val / {len(sx)} test examples, "
-          f"{t.optimizer} lr {t.lr} batch {t.batch_size}, epochs {start_epoch}..{epochs} on {device}")
+    trained = model                                  # what train_epoch steps; evaluation uses the plain model
+    if ranks.world > 1:
+        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if ranks.rank == 0:
+        print(f"[train] {writer.dir.name}: {len(tx)} train / {len(vx)} val / {len(sx)} test examples, "
+              f"{t.optimizer} lr {t.lr} batch {t.batch_size} over {ranks.world} process(es), "
+              f"epochs {start_epoch}..{epochs} on {device}")
 
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.time()
-        torch.manual_seed(t.seed * 1000 + epoch)          # dropout noise: same per epoch on resume
+        torch.manual_seed(t.seed * 1000 + epoch + 7919 * ranks.rank)  # dropout noise: same on resume, own per rank
         gen = torch.Generator().manual_seed(t.seed * 1000 + epoch)  # shuffle order: same on resume
         writer.set_status("running", last_epoch=epoch - 1, epoch_in_progress=epoch)
         last_progress = [0.0]
@@ -216,9 +300,11 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
             if step == batches or time.time() - last_progress[0] >= 1.0:   # at most once a second
                 writer.set_progress(epoch, epochs, step, batches, loss)
                 last_progress[0] = time.time()
-        tr = train_epoch(model, opt, tx, ty, t.batch_size, gen, device, f"epoch {epoch}/{epochs}",
+        tr = train_epoch(trained, opt, tx, ty, t.batch_size, gen, device, f"epoch {epoch}/{epochs}",
                          t.log_every, on_step=lambda: writer.heartbeat(epoch_in_progress=epoch), on_batch=on_batch,
-                         epoch=epoch)
+                         epoch=epoch, ranks=ranks)
+        if ranks.rank != 0:
+            continue                                # rank 0 alone evaluates and writes
         va, te = evaluate(model, vx, vy, device), evaluate(model, sx, sy, device)
         for split_name, result in (("validation", va), ("test", te)):
             if not math.isfinite(result["loss"]):
@@ -237,6 +323,8 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
             "train_true_prob": tr["true_prob"].numpy().astype(np.float16), "train_correct": tr["correct"].numpy(),
             "train_labels": ty.numpy().astype(np.uint8), "train_index": ti.astype(np.int32),
         }
+        if tr["rank"] is not None:
+            preds["train_rank"] = tr["rank"].numpy()  # which process trained on each example
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         try:
             writer.write_epoch(epoch, row, state, preds, optimizer_tensors(opt))
@@ -281,7 +369,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = pick_device(args.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.batch_size % world:
+        print(f"error: --batch-size {args.batch_size} is the global batch and must divide evenly over "
+              f"{world} processes", file=sys.stderr)
+        return 1
+    try:
+        ranks, device = join_torchrun(pick_device(args.device))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        return train_run(args, device, ranks)
+    finally:
+        if ranks.world > 1:
+            dist.destroy_process_group()
+
+
+def open_run(args: argparse.Namespace, device: torch.device, world: int):
+    """Rank 0: create the run (or reopen it for --resume); (writer, first epoch, temp dir) or None after an error."""
     runs_dir = Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir()
     data_root = Path(args.data_root) if args.data_root else default_root()
     tmp = None
@@ -291,29 +397,44 @@ def main(argv: list[str] | None = None) -> int:
             writer = runs.RunWriter(run_dir, {}, resume=True)
         except runs.RunError as e:
             print(f"error: cannot resume: {e}", file=sys.stderr)
-            return 1
+            return None
         if "epochs" in args.explicit:
-            writer.config.train.epochs = args.epochs
-            writer.save_config()
+            writer.config.train.epochs = args.epochs   # world_size: RunConfig has no field for it yet
+            runs.atomic_write_json(runs.config_path(writer.dir), {**writer.config.to_dict(), "world_size": world})
         start = int(writer.metrics[-1]["epoch"]) + 1 if writer.metrics else 1
-        split = writer.config.data.split
     else:
         if args.dry_run:
             tmp = tempfile.TemporaryDirectory()
             runs_dir = Path(tmp.name)
         try:
             run_id = runs.new_run_id(runs_dir, args.name or args.preset or args.variant)
-            run_dir = runs_dir / run_id
-            writer = runs.RunWriter(run_dir, build_config(args, run_id, device, data_root))
+            config = build_config(args, run_id, device, data_root).to_dict()
+            writer = runs.RunWriter(runs_dir / run_id, {**config, "world_size": world})
         except runs.RunError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 1
+            return None
         except OSError as e:
             print(f"error: cannot create the run folder in {runs_dir} ({e.strerror or e})", file=sys.stderr)
-            return 1
-        start, split = 1, args.split
+            return None
+        start = 1
+    return writer, start, tmp
+
+
+def train_run(args: argparse.Namespace, device: torch.device, ranks: Ranks) -> int:
+    """Open the run on rank 0, tell the other ranks where it is and where to start, then train."""
+    opened = open_run(args, device, ranks.world) if ranks.rank == 0 else None
+    if ranks.world > 1:
+        shared = [(str(opened[0].dir), opened[1]) if opened else None]
+        dist.broadcast_object_list(shared, src=0)  # rank 0 decides the run folder and the first epoch
+        if shared[0] is not None and ranks.rank != 0:
+            opened = (RankWriter(Path(shared[0][0])), shared[0][1], None)
+    if opened is None:
+        return 1
+    writer, start, tmp = opened
+    run_dir = writer.dir
+    data_root = Path(args.data_root) if args.data_root else default_root()
     try:
-        data = load_mnist(data_root, split)
+        data = load_mnist(data_root, writer.config.data.split)
     except DataError as e:
         writer.set_status("failed", error=str(e))
         print(f"error: {e}", file=sys.stderr)
@@ -323,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     try:
-        fit(writer, data, device, start, dry_run=args.dry_run)
+        fit(writer, data, device, start, dry_run=args.dry_run, ranks=ranks)
     except KeyboardInterrupt:
         writer.set_status("interrupted")
         print(f"[train] interrupted; finished epochs are kept in {run_dir}", file=sys.stderr)
@@ -342,8 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         writer.set_status("failed", error=f"{type(e).__name__}: {e}")
         raise
+    if ranks.world > 1:
+        dist.barrier()                              # the others are done with the run folder
     writer.set_status("completed")
-    print(f"[train] run saved to {run_dir}" if not args.dry_run else "[train] dry run ok")
+    if ranks.rank == 0:
+        print(f"[train] run saved to {run_dir}" if not args.dry_run else "[train] dry run ok")
     if tmp:
         tmp.cleanup()
     return 0
