@@ -102,6 +102,9 @@ def launch(runs_dir: Path | str, name: str, **options) -> Launch:
     Returns:
         A Launch; keep it (e.g. in st.session_state) to watch, stop and reap the process.
     """
+    from dashboard import mode
+    if mode.read_only():        # the page hides the form; this holds even if something calls launch anyway
+        raise PermissionError("this dashboard serves read-only: training cannot be started from it")
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     name = safe_name(name)

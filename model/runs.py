@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from model.config import DataConfig, TrainConfig
@@ -123,6 +123,11 @@ def optimizer_path(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "optimizer.safetensors"
 
 
+def _next_optimizer_path(run_dir: Path) -> Path:
+    """The optimizer state of an epoch whose metrics row is not written yet (see RunWriter.write_epoch)."""
+    return Path(run_dir) / "checkpoints" / "optimizer.next.safetensors"
+
+
 def metrics_path(run_dir: Path | str) -> Path:
     return Path(run_dir) / METRICS_FILE
 
@@ -165,7 +170,8 @@ class RunWriter:
         if resume:
             self.config = load_config(self.dir)
             self.metrics = load_metrics(self.dir).to_dict("records") if metrics_path(self.dir).exists() else []
-            self.steps = load_steps(self.dir).to_dict("records")
+            done = int(self.metrics[-1]["epoch"]) if self.metrics else 0   # steps of an unfinished epoch go
+            self.steps = [s for s in load_steps(self.dir).to_dict("records") if int(s["epoch"]) <= done]
         else:
             if self.dir.exists() and any(self.dir.iterdir()):
                 raise RunError(self.dir, "run folder exists already; pick another --name or use --resume")
@@ -202,14 +208,19 @@ class RunWriter:
 
     def write_epoch(self, epoch: int, metrics: dict, state_dict: dict[str, torch.Tensor],
                     predictions: dict[str, np.ndarray], optimizer_state: dict[str, torch.Tensor] | None = None) -> None:
-        """Save one finished epoch: checkpoint, predictions, then the metrics row (the commit point)."""
+        """Save one finished epoch: checkpoint, predictions, then the metrics row (the commit point).
+
+        The optimizer state goes to a second slot until the metrics row is written, so a process killed at
+        any moment leaves the state of the last finished epoch in one of the two (load_optimizer_state).
+        """
         atomic_save_safetensors(checkpoint_path(self.dir, epoch), state_dict, {"epoch": str(epoch)})
         atomic_save_npz(predictions_path(self.dir, epoch), **predictions)
         if optimizer_state is not None:
-            atomic_save_safetensors(optimizer_path(self.dir), optimizer_state,
-                                    {"epoch": str(epoch)})
+            atomic_save_safetensors(_next_optimizer_path(self.dir), optimizer_state, {"epoch": str(epoch)})
         self.metrics = [m for m in self.metrics if int(m["epoch"]) < epoch] + [{"epoch": epoch, **metrics}]
         atomic_write_csv(metrics_path(self.dir), self.metrics, METRIC_COLUMNS)
+        if optimizer_state is not None:
+            os.replace(_next_optimizer_path(self.dir), optimizer_path(self.dir))
 
 
 def check_name(name: str) -> str:
@@ -416,15 +427,23 @@ def model_config(run_dir: Path | str) -> NetConfig:
     return load_config(run_dir).model
 
 
-def load_optimizer_state(run_dir: Path | str) -> dict[str, torch.Tensor] | None:
-    """The optimizer tensors saved after the last finished epoch, or None when the run has none."""
-    path = optimizer_path(Path(run_dir))
-    if not path.exists():
-        return None
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own errors for garbage headers
-        raise RunError(path, f"corrupt optimizer state ({type(e).__name__}: {e})") from e
+def load_optimizer_state(run_dir: Path | str, epoch: int | None = None) -> dict[str, torch.Tensor] | None:
+    """The optimizer tensors saved after `epoch` (default: the last row of metrics.csv), or None when the
+    run has none for that epoch."""
+    run_dir = Path(run_dir)
+    if epoch is None and metrics_path(run_dir).exists():
+        epoch = int(load_metrics(run_dir)["epoch"].max())
+    for path in (optimizer_path(run_dir), _next_optimizer_path(run_dir)):
+        if not path.exists():
+            continue
+        try:
+            with safe_open(str(path), "pt") as f:
+                saved = (f.metadata() or {}).get("epoch")
+            if epoch is None or saved is None or int(saved) == epoch:
+                return load_file(str(path))
+        except Exception as e:  # safetensors raises its own errors for garbage headers
+            raise RunError(path, f"corrupt optimizer state ({type(e).__name__}: {e})") from e
+    return None
 
 
 def load_state_dict(run_dir: Path | str, epoch: int) -> dict[str, torch.Tensor]:
@@ -479,3 +498,12 @@ def list_runs(runs_dir: Path | str | None = None) -> list[RunInfo]:
         out.append(RunInfo(d, d.name, cfg.name or d.name, status["state"], int(status.get("last_epoch", 0)),
                            cfg.started_at, cfg))
     return sorted(out, key=lambda r: (r.started_at, r.run_id), reverse=True)
+
+
+def filter_runs(infos: list[RunInfo], text: str) -> list[RunInfo]:
+    """The runs whose name, id, variant, preset or state contain every word of `text` (case-insensitive)."""
+    words = text.lower().split()
+
+    def haystack(r: RunInfo) -> str:
+        return " ".join(str(v) for v in (r.name, r.run_id, r.config.variant, r.config.preset, r.state)).lower()
+    return [r for r in infos if all(w in haystack(r) for w in words)]

@@ -181,3 +181,11 @@ def test_tour_without_read_only_writes_the_cache_into_the_run(clean_env, copy_ru
     assert tree_hash(run.parent) != before
     assert [p for p in (run / "cache").iterdir() if p.is_file()]
     assert any(str(run / "cache") in path for _, path in _watch["hits"]), _watch["hits"][:10]   # the hook sees it
+
+
+def test_launch_refuses_to_train_when_read_only(monkeypatch, tmp_path):
+    from dashboard import training
+    monkeypatch.setenv("DIGIT_LENS_READ_ONLY", "1")
+    with pytest.raises(PermissionError, match="read-only"):
+        training.launch(tmp_path / "runs", "x", epochs=1)
+    assert not (tmp_path / "runs").exists()                              # nothing created either

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import cache, figures, mode, report, state, training, ui
 from model.net import VARIANTS
-from model.runs import RunError
+from model.runs import RunError, filter_runs
 from model.config import TrainConfig
 from model.train import OTHER_DEFAULTS, PRESETS
 
@@ -126,30 +126,49 @@ def summary_row(run) -> dict:
     return row
 
 
+RUNS_PER_PAGE = 50       # rows of the runs table; only the shown page's runs are summarised
 if sel.runs:
     st.subheader(f"All runs ({len(sel.runs)})")
-    table = pd.DataFrame([summary_row(r) for r in sel.runs])
+    listed = sel.runs
+    if len(sel.runs) > 10:
+        f1, f2 = st.columns([3, 1])
+        query = f1.text_input("Filter runs", key="runs_filter",
+                              placeholder="words of the name, run id, variant or status",
+                              help="Shows the runs whose name, id, variant, preset or status contain every word.")
+        listed = filter_runs(sel.runs, query)
+        pages = max(1, -(-len(listed) // RUNS_PER_PAGE))
+        if not 1 <= st.session_state.get("runs_page", 1) <= pages:
+            st.session_state["runs_page"] = 1
+        page = int(f2.number_input(f"Page (of {pages})", 1, pages, key="runs_page")) if pages > 1 else 1
+        first = (page - 1) * RUNS_PER_PAGE
+        st.caption(f"{len(listed)} of {len(sel.runs)} runs match"
+                   + (f"; showing {first + 1}–{min(first + RUNS_PER_PAGE, len(listed))}" if listed else ""))
+        listed = listed[first:first + RUNS_PER_PAGE]
     # Every header fits its column: widths sum to what fits the main column on a 1400-px window; "started"
     # is left out of the view (the run id begins with the start time), the id comes last.
     def pct(label: str, help: str) -> st.column_config.NumberColumn:
         return st.column_config.NumberColumn(label, format="percent", width=70, help=help)
 
-    st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
-                 column_order=[c for c in table.columns if c not in ("run", "started")] + ["run"],
-                 column_config={"run": st.column_config.TextColumn("run id", width=190,
-                                                                   help="started YYYYMMDD-HHMMSS, then the name"),
-                                "name": st.column_config.TextColumn(width=80),
-                                "status": st.column_config.TextColumn(width=160),
-                                "variant": st.column_config.TextColumn(width=60),
-                                "optimizer": st.column_config.TextColumn(width=72),
-                                "lr": st.column_config.NumberColumn(format="%g", width=45),
-                                "epochs": st.column_config.TextColumn(width=58, help="finished / planned"),
-                                "best epoch": st.column_config.NumberColumn("best", width=45,
-                                                                            help="best epoch (lowest val loss)"),
-                                "val acc": pct("val acc", "validation accuracy at the best epoch"),
-                                "test acc": pct("test acc", "test accuracy at the best epoch"),
-                                "top val acc": pct("top val", "the highest validation accuracy of any epoch"),
-                                "duration": st.column_config.TextColumn(width=68, help="sum of the epoch times")})
+    table = pd.DataFrame([summary_row(r) for r in listed])
+    if not listed:
+        st.info("No run matches the filter.")
+    else:
+        st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
+                     column_order=[c for c in table.columns if c not in ("run", "started")] + ["run"],
+                     column_config={"run": st.column_config.TextColumn("run id", width=190,
+                                                                       help="started YYYYMMDD-HHMMSS, then the name"),
+                                    "name": st.column_config.TextColumn(width=80),
+                                    "status": st.column_config.TextColumn(width=160),
+                                    "variant": st.column_config.TextColumn(width=60),
+                                    "optimizer": st.column_config.TextColumn(width=72),
+                                    "lr": st.column_config.NumberColumn(format="%g", width=45),
+                                    "epochs": st.column_config.TextColumn(width=58, help="finished / planned"),
+                                    "best epoch": st.column_config.NumberColumn("best", width=45,
+                                                                                help="best epoch (lowest val loss)"),
+                                    "val acc": pct("val acc", "validation accuracy at the best epoch"),
+                                    "test acc": pct("test acc", "test accuracy at the best epoch"),
+                                    "top val acc": pct("top val", "the highest validation accuracy of any epoch"),
+                                    "duration": st.column_config.TextColumn(width=68, help="sum of the epoch times")})
 
     # ------------------------------------------------------------------------- compare
     st.subheader("Compare runs")
