@@ -169,6 +169,36 @@ def test_sigkill_at_random_moments_loses_no_finished_epoch_and_resumes_exactly(t
     assert runs.load_metrics(run)[cols].equals(runs.load_metrics(ref)[cols])
 
 
+@pytest.mark.parametrize("victim", ["metrics.csv", "epoch_002.safetensors"])
+def test_stopped_just_before_an_epoch_commits_resumes_exactly(tmp_path, watched_run, monkeypatch, victim):
+    """The worst moments of a kill, made exact: epoch 2's steps (and its checkpoint, predictions and
+    optimizer state) are on disk but its metrics row, the commit point, is not."""
+    ref, _, _ = watched_run
+    real_csv, real_st = runs.atomic_write_csv, runs.atomic_save_safetensors
+
+    def stop_at(path, *args, **kwargs):
+        if path.name == victim and (victim != "metrics.csv" or len(runs.checkpoint_epochs(_run_of(path))) >= 2):
+            raise KeyboardInterrupt                    # the files stay as a SIGKILL here would leave them
+        return (real_csv if path.suffix == ".csv" else real_st)(path, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "atomic_write_csv", stop_at)
+    monkeypatch.setattr(runs, "atomic_save_safetensors", stop_at)
+    assert train.main(TINY + ["--runs-dir", str(tmp_path), "--name", "cut"]) == 130
+    monkeypatch.undo()
+    (run,) = tmp_path.iterdir()
+    assert check_finished_epochs(run) == [1]
+    assert train.main(TINY + ["--runs-dir", str(tmp_path), "--resume", str(run)]) == 0
+    assert check_finished_epochs(run) == [1, 2, 3]
+    assert runs.load_steps(run)[["step", "epoch"]].equals(runs.load_steps(ref)[["step", "epoch"]])
+    for e in (1, 2, 3):
+        got, want = runs.load_state_dict(run, e), runs.load_state_dict(ref, e)
+        assert all(torch.equal(got[k], want[k]) for k in want), e
+
+
+def _run_of(path: Path) -> Path:
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 # ----------------------------------------------------------------------------- permission denied while saving
 
 def test_permission_denied_while_saving_fails_the_run_and_says_why(tmp_path, mnist_root, monkeypatch, capsys):
