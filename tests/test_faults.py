@@ -308,7 +308,8 @@ def _strict_reader(run_dir: str, rounds: int, stop, out) -> None:
 def test_two_processes_writing_one_cache_key_leave_whole_files_and_agree(tmp_path):
     run_dir = str(tmp_path / "run")
     rounds = 40
-    ctx = mp.get_context("spawn")
+    # fork, not spawn: after an AppTest run, __main__ may be a dashboard script that spawn would re-run
+    ctx = mp.get_context("fork")
     out, stop = ctx.Queue(), ctx.Event()
     reader = ctx.Process(target=_strict_reader, args=(run_dir, rounds, stop, out))
     writers = [ctx.Process(target=_compute_and_write, args=(run_dir, rounds, s, out)) for s in (1, 2)]
