@@ -371,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.batch_size % world:
-        print(f"error: --batch-size {args.batch_size} is the global batch and must divide evenly over "
-              f"{world} processes", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":       # one message for the whole job
+            print(f"error: --batch-size {args.batch_size} is the global batch and must divide evenly over "
+                  f"{world} processes", file=sys.stderr)
         return 1
     try:
         ranks, device = join_torchrun(pick_device(args.device))
