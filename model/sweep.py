@@ -92,7 +92,7 @@ def run_all(jobs: list[tuple[str, list[str]]], parallel: int, poll: float = 0.2)
         while waiting and len(active) < parallel:
             name, cmd = waiting.pop(0)
             log = tempfile.TemporaryFile()
-            active[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=runs.REPO_ROOT), log)
+            active[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
             print(f"[sweep] started {name}", flush=True)
         time.sleep(poll)
         for name, (proc, log) in list(active.items()):
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None, trainer: list[str] = TRAINER) -> int:
     if args.parallel < 1:
         print("error: --parallel must be at least 1", file=sys.stderr)
         return 2
-    runs_dir = Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir()
+    runs_dir = (Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir()).resolve()
     try:
         points = expand(parse_grid(rest), args.name)
     except (ValueError, runs.RunError) as e:
