@@ -8,6 +8,7 @@ A run is a folder `<runs-dir>/<run-id>/` of plain files:
     progress.json                       while training: the epoch and batch in progress (for the dashboard)
     checkpoints/epoch_NNN.safetensors   weights after each epoch
     checkpoints/optimizer.safetensors   optimizer state after the last finished epoch (for --resume)
+    checkpoints/optimizer.next.safetensors  an epoch's optimizer state until its metrics row commits it
     predictions/epoch_NNN.npz           val/test logits and per-training-example dynamics
     cache/                              slow analysis results, one file per key (written by analysis)
 Every file is written atomically (temporary name, then rename).
@@ -97,6 +98,8 @@ def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metada
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:          # on disk before the rename, as atomic_write_bytes does
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
