@@ -258,6 +258,7 @@ class RunConfig:
     variant: str = "seed"         # a name of model.net.VARIANTS, or "custom"
     format_version: int = FORMAT_VERSION
     device: str = "cpu"
+    world_size: int = 1           # training processes (torchrun); 1 without it
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None
     started_at: str = ""
@@ -270,7 +271,8 @@ class RunConfig:
                    model=NetConfig.from_dict(d.get("model") or {}), train=TrainConfig.from_dict(d.get("train") or {}),
                    data=DataConfig.from_dict(d.get("data") or {}), preset=d.get("preset"),
                    variant=str(d.get("variant") or "seed"), format_version=int(d.get("format_version", 1)),
-                   device=str(d.get("device", "cpu")), versions=dict(d.get("versions") or {}),
+                   device=str(d.get("device", "cpu")), world_size=int(d.get("world_size", 1)),
+                   versions=dict(d.get("versions") or {}),
                    git_commit=d.get("git_commit"), started_at=str(d.get("started_at", "")),
                    command=str(d.get("command", "")))
 
@@ -278,7 +280,7 @@ class RunConfig:
         return {"format_version": self.format_version, "run_id": self.run_id, "name": self.name,
                 "preset": self.preset, "variant": self.variant, "model": self.model.to_dict(),
                 "train": self.train.to_dict(), "data": self.data.to_dict(), "device": self.device,
-                "versions": self.versions, "git_commit": self.git_commit, "started_at": self.started_at,
+                "world_size": self.world_size, "versions": self.versions, "git_commit": self.git_commit, "started_at": self.started_at,
                 "command": self.command}
 
     @property
@@ -292,7 +294,7 @@ class RunConfig:
 
     def summary(self) -> dict:
         """The config as one flat row (for tables and config diffs): section.key -> value."""
-        flat = {"variant": self.variant, "preset": self.preset}
+        flat = {"variant": self.variant, "preset": self.preset, "world_size": self.world_size}
         for section in ("model", "train", "data"):
             for k, v in getattr(self, section).to_dict().items():
                 flat[f"{section}.{k}"] = v

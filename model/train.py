@@ -400,8 +400,8 @@ def open_run(args: argparse.Namespace, device: torch.device, world: int):
             print(f"error: cannot resume: {e}", file=sys.stderr)
             return None
         if "epochs" in args.explicit:
-            writer.config.train.epochs = args.epochs   # world_size: RunConfig has no field for it yet
-            runs.atomic_write_json(runs.config_path(writer.dir), {**writer.config.to_dict(), "world_size": world})
+            writer.config.train.epochs = args.epochs
+            writer.save_config()
         start = int(writer.metrics[-1]["epoch"]) + 1 if writer.metrics else 1
     else:
         if args.dry_run:
@@ -409,8 +409,9 @@ def open_run(args: argparse.Namespace, device: torch.device, world: int):
             runs_dir = Path(tmp.name)
         try:
             run_id = runs.new_run_id(runs_dir, args.name or args.preset or args.variant)
-            config = build_config(args, run_id, device, data_root).to_dict()
-            writer = runs.RunWriter(runs_dir / run_id, {**config, "world_size": world})
+            config = build_config(args, run_id, device, data_root)
+            config.world_size = world
+            writer = runs.RunWriter(runs_dir / run_id, config)
         except runs.RunError as e:
             print(f"error: {e}", file=sys.stderr)
             return None
