@@ -1,0 +1,335 @@
+"""Load test: N concurrent browser sessions touring one dashboard server ("A class of thirty on one server").
+
+    python bench/load_test.py [--run RUN_DIR] [--sessions 1 4] [--rounds 2] [--timeout 300]
+
+For each N in `--sessions`, starts `streamlit run dashboard/app.py` on its own private copy of the run
+(files symlinked, an empty `cache/`, like bench/page_render.py: caches start cold, the real run folder is
+never written). One unmeasured warm-up tour by a single session loads the model and the imports; then
+`--rounds` times, N sessions (one headless Chromium, N browser contexts, each its own Streamlit session,
+driven concurrently with Playwright's async API) each make one tour:
+
+    runs        open the app (Runs page, a full page load: new session)
+    attributions  click Attributions in the sidebar
+    attr example  type the session's OWN new example position and press Enter (distinct positions for
+                  every session and round, never one shown before on that server)
+    confusion   click Confusion & errors
+    kernels     click Kernels & activations
+    runs again  click Runs
+
+A step's time is until the page settled, with the definition of tests/browser_util.py (script run
+finished, nothing stale, charts drawn, images loaded, DOM quiet for 0.5 s; the time of the last DOM
+change). A step's error is an "unexpected problem" text, an st.error box, an exception block, or a
+timeout/Playwright error (the session then skips the rest of its tour). While the sessions run, the
+server process tree (streamlit and its children) is sampled from /proc every 0.5 s: peak RSS and CPU
+cores used (utime+stime deltas / wall time; 2.0 = both cores of this machine busy), and the CPU cores
+the whole machine used (/proc/stat; includes Chromium, which runs on the same machine).
+
+Prints, per step, the median (worst) seconds and the error count for each N; per N, peak server RSS
+and mean CPU cores used; and per step the ratio of its median to the N=1 median. Chromium runs on the
+same machine as the server, so absolute times are noisy: the ratios are the result.
+Default run: the newest run in runs/ with saved predictions and checkpoints.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/load_test.py`
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from bench.attribution_page import default_run  # noqa: E402
+from bench.page_render import linked_copy  # noqa: E402
+from model import runs  # noqa: E402
+from tests.browser_util import (_CLOCK_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT,  # noqa: E402
+                                browser_missing, free_port, streamlit_server)
+
+STEPS = ["runs", "attributions", "attr example", "confusion", "kernels", "runs again"]
+# sidebar link text of each clicked step (see dashboard/app.py)
+TITLES = {"attributions": "Attributions", "confusion": "Confusion & errors",
+          "kernels": "Kernels & activations", "runs again": "Runs"}
+SAMPLE_S = 0.5
+QUIET_MS = 500.0
+_ERRORS_JS = """() => {
+  const out = [...document.querySelectorAll('[data-testid="stException"], [data-testid="stAlertContentError"]')]
+    .map(e => e.innerText.slice(0, 300));
+  const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+  if (main && main.innerText.includes('unexpected problem') && !out.some(t => t.includes('unexpected problem')))
+    out.push('unexpected problem: ' + main.innerText.slice(0, 300));
+  return out;
+}"""
+_CLICK_JS = """(title) => {
+  const link = [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
+    .find(a => a.innerText.trim().split('\\n').pop().trim() === title);
+  if (!link) return null;
+  const t = performance.now();
+  link.click();
+  return t;
+}"""
+
+
+# ---------------------------------------------------------------- browser side (async twins of browser_util)
+
+async def wait_rendered(page, since: float, timeout: float) -> float:
+    """Seconds from `since` (page clock, ms) to the last DOM change once the page settled (browser_util's rule)."""
+    deadline = time.monotonic() + timeout
+    why = "not checked"
+    while time.monotonic() < deadline:
+        why = await page.evaluate(_SETTLED_JS, since)
+        if not why:
+            last, now = await page.evaluate("[window.__lastMutation, performance.now()]")
+            if now - last >= QUIET_MS:
+                if not await page.evaluate(_SETTLED_JS, since):
+                    return (last - since) / 1000.0
+                why = "it settled, then changed again"
+            else:
+                await page.wait_for_timeout(max(50.0, QUIET_MS - (now - last)))
+                continue
+        await page.wait_for_timeout(100)
+    raise TimeoutError(f"did not settle within {timeout:.0f}s: {why}")
+
+
+async def _step(page, name: str, base_url: str, run_id: str, position: int, timeout: float) -> float:
+    """Do one tour step on `page`; seconds until it settled."""
+    if name == "runs":
+        await page.goto(f"{base_url}/?run={run_id}", wait_until="domcontentloaded")
+        return await wait_rendered(page, 0.0, timeout)
+    if name == "attr example":
+        box = page.locator(".st-key-attr_index input")
+        await box.fill(str(position))
+        since = await page.evaluate("performance.now()")
+        await box.press("Enter")
+        return await wait_rendered(page, since, timeout)
+    since = await page.evaluate(_CLICK_JS, TITLES[name])
+    if since is None:
+        raise LookupError(f"no sidebar link {TITLES[name]!r}")
+    return await wait_rendered(page, since, timeout)
+
+
+@dataclass
+class Tour:
+    """One session's tour: seconds per finished step, error texts per step."""
+    times: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+
+async def tour(browser, base_url: str, run_id: str, position: int, timeout: float) -> Tour:
+    """One new session (own browser context) touring STEPS; stops at the first timeout or Playwright error."""
+    out = Tour()
+    context = await browser.new_context(viewport=VIEWPORT)
+    try:
+        page = await context.new_page()
+        await page.add_init_script(_CLOCK_JS)
+        for name in STEPS:
+            try:
+                out.times[name] = await _step(page, name, base_url, run_id, position, timeout)
+                found = await page.evaluate(_ERRORS_JS)
+            except Exception as e:  # timeout, missing widget, crashed page: counted, tour ends
+                out.errors[name] = [f"{type(e).__name__}: {str(e)[:200]}"]
+                break
+            if found:
+                out.errors[name] = found
+    finally:
+        await context.close()
+    return out
+
+
+# ---------------------------------------------------------------- server side: /proc sampling
+
+def _tree(root: int) -> list[int]:
+    """`root` and all its descendants, from /proc/*/stat parent ids."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += [p for p, pp in parent.items() if pp == pid]
+    return out
+
+
+def _usage(pids: list[int]) -> tuple[int, float]:
+    """(RSS bytes, CPU seconds utime+stime) summed over `pids` (vanished ones skipped)."""
+    page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
+    rss, cpu = 0, 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / tick   # utime, stime (stat fields 14, 15)
+        rss += int(fields[21]) * page                       # rss (stat field 24), in pages
+    return rss, cpu
+
+
+def server_pid(port: int) -> int:
+    """The pid of the streamlit process serving on `port`."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"streamlit" in cmd and b"--server.port" in cmd and str(port).encode() in cmd:
+                return int(entry)
+    raise LookupError(f"no streamlit process on port {port}")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy since boot (/proc/stat: all but idle and iowait)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Sampler(threading.Thread):
+    """Samples the server tree every SAMPLE_S until stopped: peak RSS and mean CPU cores over the window."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak_rss, self.stop_event = pid, 0, threading.Event()
+        self._cpu: dict[int, float] = {}   # pid -> last CPU seconds seen (so exited children keep their share)
+        self.cpu_s = 0.0
+
+    def _sample(self) -> None:
+        total = 0
+        for pid in _tree(self.pid):
+            rss, cpu = _usage([pid])
+            total += rss
+            if cpu:
+                self._cpu[pid] = cpu
+        self.peak_rss = max(self.peak_rss, total)
+
+    def run(self) -> None:
+        self.t0, self.busy0 = time.monotonic(), _machine_busy_s()
+        self._sample()
+        self.cpu0 = dict(self._cpu)
+        while not self.stop_event.wait(SAMPLE_S):
+            self._sample()
+        self._sample()
+        self.wall = time.monotonic() - self.t0
+        self.machine_cores = (_machine_busy_s() - self.busy0) / self.wall
+        self.cpu_s = sum(c - self.cpu0.get(pid, 0.0) for pid, c in self._cpu.items())
+
+    def stop(self) -> tuple[float, float, float]:
+        """(peak server RSS MB, mean CPU cores the server used, mean CPU cores the whole machine used)."""
+        self.stop_event.set()
+        self.join()
+        return self.peak_rss / 2**20, self.cpu_s / self.wall, self.machine_cores
+
+
+# ---------------------------------------------------------------- one N
+
+async def _load(base_url: str, run_id: str, n: int, rounds: int, positions, timeout: float, pid: int):
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            warm = await tour(browser, base_url, run_id, next(positions), timeout)   # unmeasured
+            if warm.errors:
+                print(f"  warm-up errors: {warm.errors}", flush=True)
+            sampler = Sampler(pid)
+            sampler.start()
+            tours: list[Tour] = []
+            t0 = time.monotonic()
+            for r in range(rounds):
+                batch = await asyncio.gather(*(tour(browser, base_url, run_id, next(positions), timeout)
+                                               for _ in range(n)))
+                tours += batch
+                print(f"  N={n} round {r + 1}: {time.monotonic() - t0:.1f} s so far", flush=True)
+            rss_mb, cores, machine = sampler.stop()
+        finally:
+            await browser.close()
+    return tours, rss_mb, cores, machine, time.monotonic() - t0
+
+
+def measure(run_dir: Path, n: int, rounds: int, positions, timeout: float) -> dict:
+    """Fresh server on a fresh cold linked copy; warm-up tour; `rounds` x N concurrent tours."""
+    with tempfile.TemporaryDirectory(prefix="load_test_") as tmp:
+        copy = linked_copy(run_dir, Path(tmp) / "runs")
+        port = free_port()
+        with streamlit_server(copy.parent, port=port, log_path=Path(tmp) / "server.log") as url:
+            tours, rss_mb, cores, machine, wall = asyncio.run(_load(url, copy.name, n, rounds, positions, timeout,
+                                                           server_pid(port)))
+    return {"tours": tours, "rss_mb": rss_mb, "cores": cores, "machine": machine, "wall": wall}
+
+
+# ---------------------------------------------------------------- report
+
+def _positions(n_val: int):
+    """Distinct validation positions, never example 0: one per tour, over the whole benchmark."""
+    k = 0
+    while True:
+        k += 1
+        yield (101 + 997 * k) % n_val
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, default=None,
+                    help="run folder (default: the newest run in runs/ with predictions and checkpoints)")
+    ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4],
+                    help="numbers of concurrent sessions to test (default: 1 4)")
+    ap.add_argument("--rounds", type=int, default=2, help="tours per session for each N (default: 2)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one step (default: 300)")
+    args = ap.parse_args(argv)
+    why = browser_missing()
+    if why:
+        print(f"cannot run: {why}", file=sys.stderr)
+        return 2
+    run_dir = (args.run or default_run(runs.REPO_ROOT / "runs")).resolve()
+    n_val = len(runs.load_predictions(run_dir, runs.prediction_epochs(run_dir)[-1])["val_labels"])
+    positions = _positions(n_val)
+    print(f"run {run_dir}; one fresh server per N on a private linked copy with a cold cache/; "
+          f"sessions {args.sessions}, rounds {args.rounds}, {os.cpu_count()} cores", flush=True)
+    results = {}
+    for n in args.sessions:
+        results[n] = measure(run_dir, n, args.rounds, positions, args.timeout)
+
+    ns = args.sessions
+    med = {n: {s: statistics.median(v) if (v := [t.times[s] for t in results[n]["tours"] if s in t.times])
+               else None for s in STEPS} for n in ns}
+    worst = {n: {s: max((t.times[s] for t in results[n]["tours"] if s in t.times), default=None) for s in STEPS}
+             for n in ns}
+    errs = {n: {s: sum(1 for t in results[n]["tours"] if s in t.errors) for s in STEPS} for n in ns}
+    col = 20
+    print(f"\n{'step':<14}" + "".join(f"{f'N={n} median (worst) s':>{col + 2}}{'errors':>8}" for n in ns))
+    for s in STEPS:
+        cells = ""
+        for n in ns:
+            m, w = med[n][s], worst[n][s]
+            cells += f"{(f'{m:.2f} ({w:.2f})' if m is not None else '-'):>{col + 2}}{errs[n][s]:>8}"
+        print(f"{s:<14}{cells}")
+    print(f"\n{'N':>4}{'tours':>7}{'wall s':>9}{'peak server RSS MB':>20}{'server CPU cores':>18}{'machine CPU cores':>19}")
+    for n in ns:
+        r = results[n]
+        print(f"{n:>4}{len(r['tours']):>7}{r['wall']:>9.1f}{r['rss_mb']:>20.0f}{r['cores']:>18.2f}{r['machine']:>19.2f}")
+    base = ns[0]
+    print(f"\nmedian / N={base} median")
+    print(f"{'step':<14}" + "".join(f"{f'N={n}':>8}" for n in ns))
+    for s in STEPS:
+        row = ""
+        for n in ns:
+            ok = med[n][s] is not None and med[base][s]
+            row += f"{(f'{med[n][s] / med[base][s]:.2f}' if ok else '-'):>8}"
+        print(f"{s:<14}{row}")
+    shown = [(n, i, s, e) for n in ns for i, t in enumerate(results[n]["tours"]) for s, e in t.errors.items()]
+    for n, i, s, e in shown[:10]:
+        print(f"error N={n} tour {i} step {s}: {e[0][:200]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
