@@ -52,7 +52,7 @@ def test_grid_makes_runs_and_a_rerun_continues_them(tmp_path, mnist_root, capsys
 FAKE = """
 import sys, time
 log = sys.argv[sys.argv.index('--runs-dir') + 1] + '/times.log'
-start = time.time(); time.sleep(0.4)
+start = time.time(); time.sleep(1.5)   # long enough to overlap even on a loaded machine
 open(log, 'a').write(f'{start} {time.time()}\\n')
 """
 
