@@ -234,6 +234,21 @@ def check_name(name: str) -> str:
     return name
 
 
+def resolve_run(runs_dir: Path | str, ref: str) -> Path:
+    """The folder of run `ref`, a run id or a path to a run folder, which must lie directly in runs_dir.
+
+    RunError when it would leave the runs folder (`../`, an absolute path elsewhere, a symlink out).
+    """
+    root = Path(runs_dir).resolve()
+    given = Path(ref)
+    candidate = given if given.is_absolute() or (given.exists() and len(given.parts) > 1) else root / ref
+    resolved = candidate.resolve()
+    if resolved.parent != root or not ref.strip():
+        raise RunError(candidate, f"not a run of the runs folder {root}: give a run id, or a path to a folder "
+                                  "directly inside it (pass --runs-dir to use another runs folder)")
+    return resolved
+
+
 def new_run_id(runs_dir: Path, name: str) -> str:
     """`<YYYYMMDD-HHMMSS>-<name>`, with a numeric suffix if that folder exists already."""
     base = f"{time.strftime('%Y%m%d-%H%M%S')}-{check_name(name)}"
@@ -492,6 +507,8 @@ def list_runs(runs_dir: Path | str | None = None) -> list[RunInfo]:
     for d in runs_dir.iterdir():
         if not d.is_dir() or d.name.startswith("."):
             continue
+        if d.is_symlink() and d.resolve().parent != runs_dir.resolve():
+            continue                                 # a link to a run elsewhere: not part of this folder
         try:
             cfg = load_config(d)
         except RunError:

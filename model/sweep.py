@@ -79,7 +79,8 @@ def plan(points: list[tuple[str, list[str]]], runs_dir: Path, trainer: list[str]
             out.append((name, [*trainer, *flags, "--name", name, "--runs-dir", str(runs_dir)], "new"))
         elif found.state == "interrupted":
             epochs = flags[flags.index("--epochs"):flags.index("--epochs") + 2] if "--epochs" in flags else []
-            out.append((name, [*trainer, "--resume", str(found.path), *epochs], "resume"))
+            out.append((name, [*trainer, "--resume", str(found.path), *epochs, "--runs-dir", str(runs_dir)],
+                        "resume"))
         else:
             out.append((name, None, found.state))     # completed, running elsewhere, failed or imported
     return out

@@ -393,8 +393,8 @@ def open_run(args: argparse.Namespace, device: torch.device, world: int):
     data_root = Path(args.data_root) if args.data_root else default_root()
     tmp = None
     if args.resume:
-        run_dir = Path(args.resume) if Path(args.resume).is_dir() else runs_dir / args.resume
         try:
+            run_dir = runs.resolve_run(runs_dir, args.resume)
             writer = runs.RunWriter(run_dir, {}, resume=True)
         except runs.RunError as e:
             print(f"error: cannot resume: {e}", file=sys.stderr)

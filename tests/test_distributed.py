@@ -44,7 +44,8 @@ def test_two_processes_with_resume_match_one_process(tmp_path, mnist_root):
     (one,) = (tmp_path / "one").iterdir()
     torchrun(*ARGS, "--epochs", "1", "--runs-dir", str(tmp_path / "ddp"), "--name", "ddp")
     (ddp,) = (tmp_path / "ddp").iterdir()
-    torchrun("--resume", str(ddp), "--epochs", "2")   # all ranks load epoch 1; rank 0 picks epoch 2
+    torchrun("--resume", str(ddp), "--epochs", "2",   # all ranks load epoch 1; rank 0 picks epoch 2
+             "--runs-dir", str(tmp_path / "ddp"))
 
     assert runs.load_status(ddp)["state"] == "completed"
     assert json.loads(runs.config_path(ddp).read_text())["world_size"] == 2

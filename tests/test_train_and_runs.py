@@ -74,7 +74,7 @@ def test_resume_continues_exactly(tmp_path, mnist_root, optimizer):
     assert train.main(opts + ["--epochs", "2", "--name", "whole"]) == 0
     assert train.main(opts + ["--epochs", "1", "--name", "split"]) == 0
     whole, split = sorted(tmp_path.iterdir(), key=lambda p: p.name.endswith("split"))
-    assert train.main(["--resume", str(split), "--epochs", "2"]) == 0
+    assert train.main(["--resume", str(split), "--epochs", "2", "--runs-dir", str(tmp_path)]) == 0
     a, b = load_file(str(runs.checkpoint_path(whole, 2))), load_file(str(runs.checkpoint_path(split, 2)))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert list(runs.load_metrics(split)["epoch"]) == [1, 2]
@@ -230,3 +230,19 @@ def test_run_names_that_would_leave_the_runs_folder_are_refused(tmp_path, name, 
     assert not (tmp_path / "escape").exists() and not any(p.is_dir() for p in runs_dir.rglob("*"))
     with pytest.raises(runs.RunError):
         runs.new_run_id(runs_dir, name)
+
+
+def test_resume_and_listing_stay_inside_the_runs_folder(tmp_path, copy_run, capsys):
+    outside = copy_run("elsewhere")                                   # tmp_path/runs/elsewhere
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "link").symlink_to(outside, target_is_directory=True)     # a symlink out of the runs folder
+    config_before = (outside / "config.json").read_bytes()
+    for ref in ("../runs/elsewhere", str(outside), "link"):
+        assert train.main(["--resume", ref, "--runs-dir", str(mine), "--epochs", "4"]) == 1, ref
+        assert "not a run of the runs folder" in capsys.readouterr().err, ref
+    assert (outside / "config.json").read_bytes() == config_before      # nothing touched out there
+    assert list(runs.load_metrics(outside)["epoch"]) == [1, 2, 3]
+    assert runs.list_runs(mine) == []                                  # the link is not listed
+    assert runs.resolve_run(outside.parent, "elsewhere") == outside.resolve()          # a run id
+    assert runs.resolve_run(outside.parent, str(outside)) == outside.resolve()         # a path inside
