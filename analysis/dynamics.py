@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.errors import NUM_CLASSES, prediction_epochs, read_predictions
+from analysis.errors import NUM_CLASSES, prediction_epochs
 from model import runs
 
 AMBIGUOUS_VARIABILITY = 0.2   # variability at or above this: ambiguous
@@ -48,7 +48,7 @@ def training_dynamics(run_dir: Path | str) -> Dynamics:
         RunError: no predictions, no training records (e.g. an imported checkpoint), or epochs that
             cover different training examples.
     """
-    return dynamics_of(run_dir, {e: read_predictions(run_dir, e) for e in prediction_epochs(run_dir)})
+    return dynamics_of(run_dir, {e: runs.load_predictions(run_dir, e) for e in prediction_epochs(run_dir)})
 
 
 def dynamics_of(run_dir: Path | str, predictions_by_epoch: dict[int, dict[str, np.ndarray]]) -> Dynamics:

@@ -171,11 +171,6 @@ def suspicious_labels(probs_by_epoch: list[np.ndarray], y_true: np.ndarray, thre
 
 # ----------------------------------------------------------------------------- reading runs
 
-def read_predictions(run_dir: Path | str, epoch: int) -> dict[str, np.ndarray]:
-    """`model.runs.load_predictions` (kept for callers that import it from here; nothing is memoised)."""
-    return runs.load_predictions(run_dir, epoch)
-
-
 def prediction_epochs(run_dir: Path | str) -> list[int]:
     """Epochs with a predictions file; a RunError when there are none."""
     epochs = runs.prediction_epochs(run_dir)

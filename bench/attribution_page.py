@@ -27,13 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/attribution_page.py`
 
-import argparse  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 
 from bench.page_render import linked_copy  # noqa: E402
+from bench.common import browser_bench_parser, chosen_run  # noqa: E402
 from model import runs  # noqa: E402
-from tests.browser_util import (browser_missing, launch_chromium, new_page, open_page, streamlit_server,  # noqa: E402
+from tests.browser_util import (launch_chromium, new_page, open_page, streamlit_server,  # noqa: E402
                                 wait_rendered)
 
 MAP_KEYS = ["attr_map_saliency", "attr_map_integrated_gradients", "attr_map_gradcam"]   # the default methods
@@ -109,17 +109,12 @@ def measure(base_url: str, run_id: str, positions: list[list[int]], timeout: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", type=Path, default=None,
-                    help="run folder (default: the newest run in runs/ with predictions and checkpoints)")
+    ap = browser_bench_parser(__doc__, "the newest run in runs/ with predictions and checkpoints", "one example")
     ap.add_argument("--examples", type=int, default=3, help="new examples per setting (default: 3)")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one example (default: 300)")
     args = ap.parse_args(argv)
-    why = browser_missing()
-    if why:
-        print(f"cannot run: {why}", file=sys.stderr)
+    run_dir = chosen_run(args.run, default_run)
+    if run_dir is None:
         return 2
-    run_dir = (args.run or default_run(runs.REPO_ROOT / "runs")).resolve()
     n = len(runs.load_predictions(run_dir, runs.prediction_epochs(run_dir)[-1])["val_labels"])
     picks = [(101 + 997 * i) % n for i in range(2 * args.examples)]       # distinct, never example 0
     positions = [picks[:args.examples], picks[args.examples:]]

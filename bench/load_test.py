@@ -36,7 +36,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/load_test.py`
 
-import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
@@ -47,9 +46,10 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from bench.attribution_page import default_run  # noqa: E402
 from bench.page_render import linked_copy  # noqa: E402
+from bench.common import browser_bench_parser, chosen_run  # noqa: E402
 from model import runs  # noqa: E402
-from tests.browser_util import (_CLOCK_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT,  # noqa: E402
-                                browser_missing, free_port, streamlit_server)
+from tests.browser_util import (_CLOCK_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS, CLICK_NAV_JS, VIEWPORT,  # noqa: E402
+                                free_port, streamlit_server)
 
 STEPS = ["runs", "attributions", "attr example", "confusion", "kernels", "runs again"]
 # sidebar link text of each clicked step (see dashboard/app.py)
@@ -65,14 +65,7 @@ _ERRORS_JS = """() => {
     out.push('unexpected problem: ' + main.innerText.slice(0, 300));
   return out;
 }"""
-_CLICK_JS = """(title) => {
-  const link = [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
-    .find(a => a.innerText.trim().split('\\n').pop().trim() === title);
-  if (!link) return null;
-  const t = performance.now();
-  link.click();
-  return t;
-}"""
+
 
 
 # ---------------------------------------------------------------- browser side (async twins of browser_util)
@@ -107,7 +100,7 @@ async def _step(page, name: str, base_url: str, run_id: str, position: int, time
         since = await page.evaluate("performance.now()")
         await box.press("Enter")
         return await wait_rendered(page, since, timeout)
-    since = await page.evaluate(_CLICK_JS, TITLES[name])
+    since = await page.evaluate(CLICK_NAV_JS, TITLES[name])
     if since is None:
         raise LookupError(f"no sidebar link {TITLES[name]!r}")
     return await wait_rendered(page, since, timeout)
@@ -277,19 +270,14 @@ def _positions(n_val: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", type=Path, default=None,
-                    help="run folder (default: the newest run in runs/ with predictions and checkpoints)")
+    ap = browser_bench_parser(__doc__, "the newest run in runs/ with predictions and checkpoints", "one step")
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4],
                     help="numbers of concurrent sessions to test (default: 1 4)")
     ap.add_argument("--rounds", type=int, default=2, help="tours per session for each N (default: 2)")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one step (default: 300)")
     args = ap.parse_args(argv)
-    why = browser_missing()
-    if why:
-        print(f"cannot run: {why}", file=sys.stderr)
+    run_dir = chosen_run(args.run, default_run)
+    if run_dir is None:
         return 2
-    run_dir = (args.run or default_run(runs.REPO_ROOT / "runs")).resolve()
     n_val = len(runs.load_predictions(run_dir, runs.prediction_epochs(run_dir)[-1])["val_labels"])
     positions = _positions(n_val)
     print(f"run {run_dir}; one fresh server per N on a private linked copy with a cold cache/; "

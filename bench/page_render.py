@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/page_render.py`
 
-import argparse  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 
+from bench.common import browser_bench_parser, chosen_run  # noqa: E402
 from model import runs  # noqa: E402
-from tests.browser_util import (PAGES, browser_missing, launch_chromium, nav_titles, new_page, open_page,  # noqa: E402
+from tests.browser_util import (PAGES, launch_chromium, nav_titles, new_page, open_page,  # noqa: E402
                                 screenshot_full, streamlit_server, switch_page)
 
 TARGET_S = 0.4
@@ -87,21 +87,16 @@ def _name(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", type=Path, default=None,
-                    help="run folder (default: the newest run in runs/ with at least 10 epochs)")
+    ap = browser_bench_parser(__doc__, "the newest run in runs/ with at least 10 epochs", "one page")
     ap.add_argument("--rounds", type=int, default=3, help="warm rounds through all pages (default: 3)")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one page (default: 300)")
     ap.add_argument("--screenshots", type=Path, default=None,
                     help="save a full-page screenshot of each page's first render here (default: none)")
     ap.add_argument("--option", action="append", default=[], metavar="SECTION.NAME=VALUE",
                     help="extra Streamlit config option for the server, repeatable (default: none)")
     args = ap.parse_args(argv)
-    why = browser_missing()
-    if why:
-        print(f"cannot run: {why}", file=sys.stderr)
+    run_dir = chosen_run(args.run, default_run)
+    if run_dir is None:
         return 2
-    run_dir = (args.run or default_run(runs.REPO_ROOT / "runs")).resolve()
     n_epochs = len(runs.load_metrics(run_dir))
     print(f"run {run_dir} ({n_epochs} epochs); private linked copy with a cold cache/"
           + (f"; options {' '.join(args.option)}" if args.option else ""))

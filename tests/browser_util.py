@@ -246,16 +246,20 @@ def open_page(page, base_url: str, path: str, timeout: float = 60.0) -> Render:
     return wait_rendered(page, 0.0, timeout)
 
 
+# Clicks the sidebar link whose text is `title`; returns the click's performance.now(), or null without one.
+CLICK_NAV_JS = """(title) => {
+    const link = [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
+        .find(a => a.innerText.trim().split('\\n').pop().trim() === title);
+    if (!link) return null;
+    const t = performance.now();
+    link.click();
+    return t;
+}"""
+
+
 def switch_page(page, title: str, timeout: float = 60.0) -> Render:
     """Click the sidebar link titled `title` (client-side navigation) and wait for the page to settle."""
-    since = page.evaluate("""(title) => {
-        const link = [...document.querySelectorAll('[data-testid="stSidebarNavLink"]')]
-            .find(a => a.innerText.trim().split('\\n').pop().trim() === title);
-        if (!link) return null;
-        const t = performance.now();
-        link.click();
-        return t;
-    }""", title)
+    since = page.evaluate(CLICK_NAV_JS, title)
     if since is None:
         raise LookupError(f"no sidebar link with text {title!r}")
     return wait_rendered(page, since, timeout)
