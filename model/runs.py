@@ -453,16 +453,25 @@ def load_optimizer_state(run_dir: Path | str, epoch: int | None = None) -> dict[
     run_dir = Path(run_dir)
     if epoch is None and metrics_path(run_dir).exists():
         epoch = int(load_metrics(run_dir)["epoch"].max())
-    for path in (optimizer_path(run_dir), _next_optimizer_path(run_dir)):
-        if not path.exists():
-            continue
-        try:
-            with safe_open(str(path), "pt") as f:
-                saved = (f.metadata() or {}).get("epoch")
-            if epoch is None or saved is None or int(saved) == epoch:
-                return load_file(str(path))
-        except Exception as e:  # safetensors raises its own errors for garbage headers
-            raise RunError(path, f"corrupt optimizer state ({type(e).__name__}: {e})") from e
+    # A trainer committing the epoch renames optimizer.next over optimizer.safetensors: a file that vanishes
+    # between the look and the read moved to the other name, so look once more (not corruption).
+    for last_look in (False, True):
+        for path in (optimizer_path(run_dir), _next_optimizer_path(run_dir)):
+            if not path.exists():
+                continue
+            try:
+                with safe_open(str(path), "pt") as f:
+                    saved = (f.metadata() or {}).get("epoch")
+                if epoch is None or saved is None or int(saved) == epoch:
+                    return load_file(str(path))
+            except FileNotFoundError:
+                if last_look:
+                    raise RunError(path, "vanished while being read twice: is a trainer still writing this run?")
+                break
+            except Exception as e:  # safetensors raises its own errors for garbage headers
+                raise RunError(path, f"corrupt optimizer state ({type(e).__name__}: {e})") from e
+        else:
+            return None
     return None
 
 

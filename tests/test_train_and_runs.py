@@ -246,3 +246,22 @@ def test_resume_and_listing_stay_inside_the_runs_folder(tmp_path, copy_run, caps
     assert runs.list_runs(mine) == []                                  # the link is not listed
     assert runs.resolve_run(outside.parent, "elsewhere") == outside.resolve()          # a run id
     assert runs.resolve_run(outside.parent, str(outside)) == outside.resolve()         # a path inside
+
+
+def test_optimizer_state_read_while_the_trainer_commits_it(tmp_path, monkeypatch):
+    """The trainer renames optimizer.next over optimizer.safetensors when an epoch commits; a reader that
+    looked just before the rename finds the state under the other name (seen by the polling fault test)."""
+    run = tmp_path / "run"
+    runs.atomic_save_safetensors(runs.optimizer_path(run), {"m": torch.zeros(2)}, {"epoch": "1"})
+    nxt = runs.optimizer_path(run).with_name("optimizer.next.safetensors")
+    runs.atomic_save_safetensors(nxt, {"m": torch.ones(2)}, {"epoch": "2"})
+    real, renamed = runs.safe_open, []
+
+    def rename_first(path, *args, **kwargs):             # the commit lands between the look and the read
+        if path == str(nxt) and not renamed:
+            os.replace(nxt, runs.optimizer_path(run))
+            renamed.append(True)
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(runs, "safe_open", rename_first)
+    state = runs.load_optimizer_state(run, epoch=2)
+    assert renamed and torch.equal(state["m"], torch.ones(2))
