@@ -31,10 +31,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from model.config import DataConfig, TrainConfig
+from model.external import ModelError, ModelSource, build_model
 from model.net import VARIANTS, Net, NetConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: an optional "source" section and source/ folder (models defined outside digit-lens)
 CONFIG_FILE, STATUS_FILE, PROGRESS_FILE = "config.json", "status.json", "progress.json"
 METRICS_FILE, STEPS_FILE = "metrics.csv", "steps.csv"
 CACHE_DIR = "cache"
@@ -274,6 +275,7 @@ class RunConfig:
     format_version: int = FORMAT_VERSION
     device: str = "cpu"
     world_size: int = 1           # training processes (torchrun); 1 without it
+    source: ModelSource | None = None   # a network defined outside digit-lens (model.external); None: `model`
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None
     started_at: str = ""
@@ -287,16 +289,19 @@ class RunConfig:
                    data=DataConfig.from_dict(d.get("data") or {}), preset=d.get("preset"),
                    variant=str(d.get("variant") or "seed"), format_version=int(d.get("format_version", 1)),
                    device=str(d.get("device", "cpu")), world_size=int(d.get("world_size", 1)),
+                   source=ModelSource.from_dict(d["source"]) if d.get("source") else None,
                    versions=dict(d.get("versions") or {}),
                    git_commit=d.get("git_commit"), started_at=str(d.get("started_at", "")),
                    command=str(d.get("command", "")))
 
     def to_dict(self) -> dict:
         return {"format_version": self.format_version, "run_id": self.run_id, "name": self.name,
-                "preset": self.preset, "variant": self.variant, "model": self.model.to_dict(),
+                "preset": self.preset, "variant": self.variant,
+                "model": None if self.source else self.model.to_dict(),   # the source section says it instead
                 "train": self.train.to_dict(), "data": self.data.to_dict(), "device": self.device,
-                "world_size": self.world_size, "versions": self.versions, "git_commit": self.git_commit, "started_at": self.started_at,
-                "command": self.command}
+                "world_size": self.world_size, "versions": self.versions, "git_commit": self.git_commit,
+                "started_at": self.started_at, "command": self.command,
+                **({"source": self.source.to_dict()} if self.source else {})}
 
     @property
     def imported(self) -> bool:
@@ -304,12 +309,17 @@ class RunConfig:
 
     @property
     def architecture(self) -> str:
-        """The variant's name when the model section is one of ours, else "custom"."""
+        """The variant's name when the model section is one of ours, the source's one-line description for a
+        model defined outside digit-lens, else "custom"."""
+        if self.source is not None:
+            return self.source.describe()
         return next((k for k, v in VARIANTS.items() if v == self.model), "custom")
 
     def summary(self) -> dict:
         """The config as one flat row (for tables and config diffs): section.key -> value."""
         flat = {"variant": self.variant, "preset": self.preset, "world_size": self.world_size}
+        if self.source is not None:
+            flat.update({f"source.{k}": v for k, v in self.source.to_dict().items() if k != "note"})
         for section in ("model", "train", "data"):
             for k, v in getattr(self, section).to_dict().items():
                 flat[f"{section}.{k}"] = v
@@ -487,19 +497,30 @@ def load_state_dict(run_dir: Path | str, epoch: int) -> dict[str, torch.Tensor]:
         raise RunError(path, f"corrupt checkpoint ({type(e).__name__}: {e})") from e
 
 
-def load_model(run_dir: Path | str, epoch: int | None = None) -> Net:
-    """The model of a run at an epoch (default: the last checkpoint), in eval mode on the CPU."""
+def load_model(run_dir: Path | str, epoch: int | None = None) -> torch.nn.Module:
+    """The model of a run at an epoch (default: the last checkpoint), in eval mode on the CPU.
+
+    It takes (B,1,28,28) images in [0,1] and returns logits (B,10): our `Net`, or for a network defined
+    outside digit-lens (config "source") the user's network rebuilt from the run's copy, rewritten one
+    module per non-linearity where it can be, inside model.external.Wrapped.
+    """
     run_dir = Path(run_dir)
     if epoch is None:
         epochs = checkpoint_epochs(run_dir)
         if not epochs:
             raise RunError(run_dir / "checkpoints", "no checkpoints")
         epoch = epochs[-1]
+    config = load_config(run_dir)
+    state = load_state_dict(run_dir, epoch)
+    if config.source is not None:
+        try:
+            return build_model(config.source, run_dir, state)
+        except ModelError as e:
+            raise RunError(run_dir / config.source.file, str(e)) from e
     try:
-        net = Net(model_config(run_dir))
+        net = Net(config.model)
     except (TypeError, ValueError, RuntimeError) as e:
         raise RunError(run_dir / CONFIG_FILE, f"its \"model\" section cannot build the network ({e})") from e
-    state = load_state_dict(run_dir, epoch)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

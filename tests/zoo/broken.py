@@ -1,0 +1,2 @@
+"""A class file that raises when imported."""
+raise RuntimeError("this model file is broken on purpose")
