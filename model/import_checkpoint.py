@@ -93,7 +93,7 @@ def checkpoint_files(path: Path) -> list[Path]:
     return [p for _, _, p in sorted(numbered)]
 
 
-def _probe(data_root: Path, split: str, n: int = 256) -> torch.Tensor:
+def probe_images(data_root: Path, split: str, n: int = 256) -> torch.Tensor:
     """n real validation images (n,1,28,28) in [0,1], for checking a model before it is saved."""
     data = load_mnist(data_root, split)
     return to_input(data.val_x[:n])
@@ -208,7 +208,7 @@ def import_checkpoint(path: Path, name: str, runs_dir: Path, data_root: Path, sp
                     raise CheckpointImportError(f"{f}: not a {source.kind} archive like {files[0].name}")
                 states.append({k: v.detach().clone() for k, v in external.load_archive(f, source.kind).state_dict().items()})
             external.load_weights(template, states[0], str(files[0]))
-        source = check_model(template, source, _probe(data_root, split), str(definition))
+        source = check_model(template, source, probe_images(data_root, split), str(definition))
 
     # ---- write the run
     data = load_mnist(data_root, split)
