@@ -3,6 +3,7 @@
     python -m model.train --preset quick          # a few minutes on a CPU
     python -m model.train --preset seed           # the seed notebook's protocol, 10 epochs
     python -m model.train --resume RUN            # continue a run from its last finished epoch
+    python -m model.train --model-file my_net.py --model-class Net   # your own network, our trainer and run format
     torchrun --nproc-per-node 2 -m model.train    # data-parallel over 2 processes (GPUs, else CPU cores)
 
 The math is the seed's: SGD lr 0.01, batch 64, cross-entropy, shuffled every epoch. Unlike the seed,
@@ -18,6 +19,7 @@ run; losses, accuracies and per-example records are those of all ranks together.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -37,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data.mnist import SPLITS, DataError, MnistSplits, default_root, load_mnist, source_info
-from model import runs
+from model import external, runs
 from model.config import DataConfig, TrainConfig, train_options
 from model.net import VARIANTS, Net, to_input
 
@@ -247,17 +249,48 @@ def git_commit() -> str | None:
         return None
 
 
-def build_config(args: argparse.Namespace, run_id: str, device: torch.device, data_root: Path) -> runs.RunConfig:
+def model_source(args: argparse.Namespace, data_root: Path) -> external.ModelSource | None:
+    """The "source" section for --model-file/--model-class (None without them), checked on real images.
+
+    The class is imported (its file runs, as the user's own script would), built with --model-kwargs and
+    run on a batch of validation images: it must return 10 class scores; what it returns (logits,
+    log-probabilities, probabilities) is detected. ModelError when any of that fails.
+    """
+    if args.model_file is None:
+        return None
+    if not args.model_class:
+        raise external.ModelError("--model-file needs --model-class NAME (the nn.Module class in the file)")
+    from model.import_checkpoint import check_model, probe_images   # (it imports this module)
+    path = Path(args.model_file)
+    torch.manual_seed(args.seed)
+    net = external.instantiate(external.load_class(path, args.model_class), args.model_kwargs, path)
+    source = external.ModelSource("class", file=f"{external.SOURCE_DIR}/{path.name}", sha256=external.sha256_of(path),
+                                  class_name=args.model_class, kwargs=args.model_kwargs,
+                                  input_norm=args.input_norm, outputs="auto")
+    return check_model(net, source, probe_images(data_root, args.split), str(path))
+
+
+def build_config(args: argparse.Namespace, run_id: str, device: torch.device, data_root: Path,
+                 source: external.ModelSource | None = None) -> runs.RunConfig:
     import torchvision
     train = TrainConfig(**{name: getattr(args, name) for name, *_ in train_options()})
     return runs.RunConfig(
-        run_id=run_id, name=args.name or args.preset or args.variant, preset=args.preset, variant=args.variant,
-        model=VARIANTS[args.variant], train=train,
+        run_id=run_id, name=args.name or args.preset or args.variant, preset=args.preset,
+        variant="custom" if source else args.variant, model=VARIANTS[args.variant], train=train, source=source,
         data=DataConfig(args.split, str(data_root), source_info(data_root).get("source")),
         device=str(device),
         versions={"python": platform.python_version(), "torch": torch.__version__,
                   "torchvision": torchvision.__version__, "numpy": np.__version__},
         git_commit=git_commit(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=" ".join(sys.argv))
+
+
+def build_model(cfg: runs.RunConfig, run_dir: Path) -> torch.nn.Module:
+    """A freshly initialised network to train: our Net, or the run's own copy of a user's class, wrapped so it
+    takes images in [0,1] and returns logits (the class itself is trained as written, not the fx rewrite)."""
+    if cfg.source is None:
+        return Net(cfg.model)
+    net = external.bare_network(cfg.source, run_dir)
+    return external.Wrapped(net, cfg.source.input_norm, cfg.source.outputs)
 
 
 def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_epoch: int = 1,
@@ -273,10 +306,11 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
         vx, vy, vi, sx, sy, si = vx[:100], vy[:100], vi[:100], sx[:100], sy[:100], si[:100]
 
     torch.manual_seed(t.seed)
-    model = Net(cfg.model)
+    model = build_model(cfg, writer.dir)
+    weights = model.net if isinstance(model, external.Wrapped) else model   # what checkpoints hold
     opt = make_optimizer(model, t.optimizer, t.lr, t.momentum)
     if start_epoch > 1:
-        model.load_state_dict(runs.load_state_dict(writer.dir, start_epoch - 1))
+        weights.load_state_dict(runs.load_state_dict(writer.dir, start_epoch - 1))
         opt_state = runs.load_optimizer_state(writer.dir)
         if opt_state is not None:
             load_optimizer_tensors(opt, opt_state)
@@ -325,7 +359,7 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
         }
         if tr["rank"] is not None:
             preds["train_rank"] = tr["rank"].numpy()  # which process trained on each example
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        state = {k: v.cpu() for k, v in weights.state_dict().items()}
         try:
             writer.write_epoch(epoch, row, state, preds, optimizer_tensors(opt))
         except OSError as e:                        # disk full, permission denied, ...
@@ -347,6 +381,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help=f"{help_text} (default: {default})")
     p.add_argument("--variant", choices=sorted(VARIANTS), default=None,
                    help=f"architecture variant (default: {OTHER_DEFAULTS['variant']})")
+    p.add_argument("--model-file", type=Path, default=None,
+                   help="train your own network: the Python file defining its nn.Module class. The file is "
+                        "imported, so it RUNS, as your own script would: use only files you trust (default: none)")
+    p.add_argument("--model-class", default=None, help="the class in --model-file (default: none)")
+    p.add_argument("--model-kwargs", default="{}", help="JSON object of the class's constructor arguments")
+    p.add_argument("--input-norm", nargs=2, type=float, metavar=("MEAN", "STD"), default=None,
+                   help="your network expects (x - MEAN) / STD of images in [0,1], e.g. 0.1307 0.3081 (default: none)")
     p.add_argument("--split", choices=SPLITS, default=None,
                    help="classic: 50k train / 10k val / 10k test; seed: 60k train, validate on the test set "
                         f"(default: {OTHER_DEFAULTS['split']})")
@@ -359,6 +400,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="two batches, nothing kept: a smoke test")
     args = p.parse_args(argv)
     args.explicit = {k for k, v in vars(args).items() if v is not None}   # flags given on the command line
+    try:
+        args.model_kwargs = json.loads(args.model_kwargs)
+        if not isinstance(args.model_kwargs, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        p.error(f"--model-kwargs must be a JSON object like '{{\"hidden\": 128}}' ({e})")
+    if args.model_file is not None and args.variant is not None:
+        p.error("--variant picks one of our networks; --model-file brings your own: give one of them")
     preset = PRESETS.get(args.preset, {})
     defaults = {**{name: default for name, _, default, *_ in train_options()}, **OTHER_DEFAULTS}
     for key, default in defaults.items():
@@ -408,10 +457,19 @@ def open_run(args: argparse.Namespace, device: torch.device, world: int):
             tmp = tempfile.TemporaryDirectory()
             runs_dir = Path(tmp.name)
         try:
-            run_id = runs.new_run_id(runs_dir, args.name or args.preset or args.variant)
-            config = build_config(args, run_id, device, data_root)
+            source = model_source(args, data_root)
+            default_name = args.model_class if source else args.preset or args.variant
+            run_id = runs.new_run_id(runs_dir, args.name or default_name)
+            config = build_config(args, run_id, device, data_root, source)
+            if source:
+                config.name = args.name or default_name
             config.world_size = world
             writer = runs.RunWriter(runs_dir / run_id, config)
+            if source:                               # the run keeps its own copy of the class file
+                runs.atomic_write_bytes(writer.dir / source.file, Path(args.model_file).read_bytes())
+        except (external.ModelError, DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return None
         except runs.RunError as e:
             print(f"error: {e}", file=sys.stderr)
             return None
