@@ -21,6 +21,7 @@ each checkpoint's weights, so it rebuilds without the original files (docs/run-f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import re
@@ -59,7 +60,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for code-carrying pickles, RuntimeError for non-torch files
         raise CheckpointImportError(f"{path}: refused: not a plain state_dict of tensors "
-                                    f"(torch.load with weights_only=True said: {str(e).splitlines()[0][:200]})") from e
+                                    f"(torch.load with weights_only=True said: {type(e).__name__}: "
+                                    f"{(str(e).splitlines() or [''])[0][:200]})") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
@@ -112,8 +114,10 @@ def check_model(net: nn.Module, source: ModelSource, probe: torch.Tensor, where:
     try:
         out, one = _run_any_batch(net, x), _run_any_batch(net, x[:1])
     except Exception as e:
+        hint = (" (export it with a dynamic batch dimension: torch.export.export(model, (x,), dynamic_shapes="
+                "({0: torch.export.Dim('batch')},)))" if source.kind == "export" and "Guard failed" in str(e) else "")
         raise ModelError(f"{where}: running it on a batch of MNIST images (B,1,28,28) raised "
-                         f"{type(e).__name__}: {str(e)[:300]}") from e
+                         f"{type(e).__name__}: {str(e)[:300]}{hint}") from e
     external.check_outputs(out, where)
     external.check_outputs(one, f"{where} (batch of one)")
     detected = external.detect_outputs(out)
@@ -207,7 +211,8 @@ def import_checkpoint(path: Path, name: str, runs_dir: Path, data_root: Path, sp
                 if external.archive_kind(f) != source.kind:
                     raise CheckpointImportError(f"{f}: not a {source.kind} archive like {files[0].name}")
                 states.append({k: v.detach().clone() for k, v in external.load_archive(f, source.kind).state_dict().items()})
-            external.load_weights(template, states[0], str(files[0]))
+            for f, state in zip(files[::-1], states[::-1]):     # every epoch must fit the copy of the first archive
+                external.load_weights(template, state, str(f))  # (the last one loaded: states[0])
         source = check_model(template, source, probe_images(data_root, split), str(definition))
 
     # ---- write the run
@@ -216,9 +221,23 @@ def import_checkpoint(path: Path, name: str, runs_dir: Path, data_root: Path, sp
     (vx, vy, vi), (sx, sy, si) = sel["val"], sel["test"]
     run_id = runs.new_run_id(runs_dir, name)
     run_dir = runs_dir / run_id
+    try:
+        return _write_run(run_dir, run_id, name, path, files, states, source, definition, config, data, data_root,
+                          split, (vx, vy, vi), (sx, sy, si))
+    except BaseException:               # no half run: a folder without its last epoch would look like a run
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _write_run(run_dir: Path, run_id: str, name: str, path: Path, files: list[Path], states: list[dict],
+               source: ModelSource | None, definition: Path | None, config: NetConfig, data, data_root: Path,
+               split: str, val: tuple, test: tuple) -> Path:
+    """Write the checked import as run folder `run_dir` (which must not exist yet); returns it."""
+    (vx, vy, vi), (sx, sy, si) = val, test
     if source is not None:
+        blob = Path(definition).read_bytes()             # read once: the copy is exactly what the SHA-256 is of
         copy = Path(external.SOURCE_DIR) / Path(definition).name
-        source.file, source.sha256 = str(copy), external.sha256_of(definition)
+        source.file, source.sha256 = str(copy), hashlib.sha256(blob).hexdigest()
     variant = "imported" if source is not None else next((k for k, v in VARIANTS.items() if v == config), "custom")
     writer = runs.RunWriter(run_dir, runs.RunConfig(
         run_id=run_id, name=name, variant=variant, model=config, source=source,
@@ -228,7 +247,7 @@ def import_checkpoint(path: Path, name: str, runs_dir: Path, data_root: Path, sp
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=" ".join(sys.argv)))
     if source is not None:
         (run_dir / external.SOURCE_DIR).mkdir(exist_ok=True)
-        runs.atomic_write_bytes(run_dir / source.file, Path(definition).read_bytes())
+        runs.atomic_write_bytes(run_dir / source.file, blob)
     for epoch, (f, state) in enumerate(zip(files, states), start=1):
         t0 = time.time()
         if source is not None:
