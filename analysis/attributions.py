@@ -25,12 +25,21 @@ modified and concurrent calls return exactly what sequential calls return.
 Saliency and SmoothGrad return |gradient| by default (Captum's Saliency `abs=True`), as in Simonyan
 et al.; pass `abs=False` for the signed gradient.
 
-Grad-CAM is computed on a layer's grid (conv2: 11x11) and drawn on the input where each unit looks:
+Any model: methods that hook non-linearity modules (DeepLift, Guided Backprop, Deconvolution, Guided
+Grad-CAM) need every non-linearity to be a module used once (`analysis.layers.discover(...).hook_methods`;
+model.external.modularize makes imported models so). For a model where that fails, `available_methods`
+gives the reason and `attribute` raises `MethodUnavailable` instead of returning a silently wrong map.
+The model's layers are found once per model object (`analysis.internals.layers_of`).
+
+Grad-CAM's default layer is the model's last conv layer. It is computed on the layer's grid (conv2: 11x11)
+and drawn on the input where each unit looks:
 unit i of a layer sees the input patch centred on pixel offset + stride * i (`receptive_field`;
 conv2 of the seed CNN: 3.5 + 2i), and the map is interpolated linearly between those centres
 (`place_on_input`). A plain resize of 11x11 to 28x28 (Captum's `LayerAttribution.interpolate`) would
 put unit i at 2.55i + 0.8, up to 3 pixels outward. Guided Grad-CAM multiplies Guided Backprop by this
-placed map (Captum's GuidedGradCam resizes instead).
+placed map (Captum's GuidedGradCam resizes instead). Placement needs a chain of layers (no residual addition
+or concatenation) made of Conv2d, MaxPool2d, AvgPool2d and pointwise layers up to the target layer; for any
+other network (e.g. a ResNet, an adaptive pool) the map falls back to a plain bilinear resize to 28x28.
 """
 from __future__ import annotations
 
@@ -47,6 +56,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
+from analysis.internals import layers_of
+from analysis.layers import Layers
+from model.external import set_eval
 from captum.attr import (
     Deconvolution,
     DeepLift,
@@ -62,6 +74,13 @@ METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad",
            "deeplift", "occlusion", "gradcam", "guided_gradcam", "guided_backprop", "deconvolution")
 BASELINES = ("black", "blurred", "mean-digit")
 DELTA_METHODS = ("integrated_gradients", "deeplift")  # methods with a convergence delta (completeness)
+# methods whose Captum implementation hooks non-linearity modules (a F.relu call is invisible to them)
+MODULE_HOOK_METHODS = ("deeplift", "guided_backprop", "deconvolution", "guided_gradcam")
+CONV_METHODS = ("gradcam", "guided_gradcam")           # need a conv layer (default: the last one)
+
+
+class MethodUnavailable(ValueError):
+    """The method cannot explain this model; the message says why (see `available_methods`)."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +145,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
                       "seed": 0, "internal_batch_size": 512},
     "deeplift": dict(_BASELINE_OPTIONS),
     "occlusion": {"window": 4, "stride": 2, "internal_batch_size": 64},
-    "gradcam": {"layer": "conv2"},
-    "guided_gradcam": {"layer": "conv2"},
+    "gradcam": {"layer": None},            # None: the model's last conv layer
+    "guided_gradcam": {"layer": None},
     "guided_backprop": {},
     "deconvolution": {},
 }
@@ -217,7 +236,7 @@ def private_copy(model: nn.Module, share_weights: bool = True) -> nn.Module:
 def _model_for(model: nn.Module, method: str) -> nn.Module:
     """The model itself for hook-free methods in eval mode, else a private copy (in eval mode)."""
     if METHOD_INFO[method].uses_hooks or model.training:
-        return private_copy(model).eval()
+        return set_eval(private_copy(model))
     return model
 
 
@@ -227,6 +246,38 @@ def _layer(model: nn.Module, name: Any) -> nn.Module:
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
         raise ValueError(f"layer must name a module of the model, e.g. one of {convs}; got {name!r}")
     return modules[name]
+
+
+# ----------------------------------------------------------------------------- which methods fit the model
+
+def _unavailable(layers: Layers, method: str, layer_given: bool = False) -> str | None:
+    """Why `method` cannot explain a model with these layers, or None."""
+    if method in MODULE_HOOK_METHODS and not layers.hook_methods:
+        why = layers.note or "its non-linearities are not one module per use"
+        return f"{METHOD_INFO[method].name} is unavailable for this model: {why}"
+    if method in CONV_METHODS and not layers.convs and not layer_given:
+        return f"{METHOD_INFO[method].name} is unavailable for this model: it has no Conv2d layer"
+    return None
+
+
+def available_methods(model: nn.Module) -> dict[str, str | None]:
+    """Every method of METHODS -> None when it can explain the model, else the reason it cannot.
+
+    DeepLift, Guided Backprop, Deconvolution and Guided Grad-CAM hook non-linearity modules: they are
+    unavailable when some non-linearity is a function call or a module used twice (`hook_methods`).
+    Grad-CAM needs a conv layer.
+    """
+    layers = layers_of(model)
+    return {method: _unavailable(layers, method) for method in METHODS}
+
+
+def _check_available(model: nn.Module, method: str, o: dict[str, Any]) -> Layers:
+    """The model's layers; MethodUnavailable when the method cannot explain the model."""
+    layers = layers_of(model)
+    reason = _unavailable(layers, method, layer_given=o.get("layer") is not None)
+    if reason:
+        raise MethodUnavailable(reason)
+    return layers
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -369,7 +420,7 @@ def forward_layers(model: nn.Module, layer: str, input_shape: tuple[int, ...] = 
     Traced with forward hooks on a private copy (a zero image, stopped right after `layer`), so
     registration order does not matter. Branches (residual blocks) are not modelled: the walk is a chain.
     """
-    work = private_copy(model).eval()
+    work = set_eval(private_copy(model))
     target = _layer(work, layer)
     order: list[nn.Module] = []
 
@@ -452,17 +503,36 @@ def _gradient_shap(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) 
     return attr.view((b, n) + tuple(x.shape[1:])).sum(dim=1) * 1 / n      # (B,1,28,28)
 
 
-def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> torch.Tensor:
-    """Grad-CAM of the layer (B,1,h,w), each unit's value placed at its receptive field's centre (B,1,28,28)."""
-    layer = _layer(model, o["layer"])
-    cam = LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)   # (B,1,h,w)
-    rf = receptive_field(forward_layers(model, o["layer"], tuple(x.shape[1:])))
-    return place_on_input(cam.detach(), rf, tuple(x.shape[2:]))
+def gradcam_placement(model: nn.Module, layer: str, layers: Layers,
+                      input_shape: tuple[int, ...] = (1, 28, 28)) -> ReceptiveField | None:
+    """The receptive field Grad-CAM places `layer`'s units with, or None when the map is resized instead.
+
+    None when the network is no chain (`layers.chain` False: a residual addition or concatenation) or a
+    layer before the target has no known geometry (anything but Conv2d, MaxPool2d, AvgPool2d, pointwise).
+    """
+    if not layers.chain:
+        return None
+    try:
+        return receptive_field(forward_layers(model, layer, input_shape))
+    except ValueError:
+        return None
 
 
-def _guided_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict) -> torch.Tensor:
+def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict, layers: Layers) -> torch.Tensor:
+    """Grad-CAM of the layer (B,1,h,w), each unit's value placed at its receptive field's centre (B,1,28,28);
+    resized bilinearly where no receptive field can be placed (`gradcam_placement`)."""
+    name = o["layer"] if o["layer"] is not None else layers.convs[-1]
+    layer = _layer(model, name)
+    cam = LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True).detach()   # (B,1,h,w)
+    rf = gradcam_placement(model, name, layers, tuple(x.shape[1:]))
+    if rf is None:
+        return F.interpolate(cam, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+    return place_on_input(cam, rf, tuple(x.shape[2:]))
+
+
+def _guided_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict, layers: Layers) -> torch.Tensor:
     """Guided Backprop times the placed Grad-CAM: Captum's GuidedGradCam without its bilinear resize."""
-    cam = _gradcam(model, x.detach(), t, o)                                        # (B,1,28,28)
+    cam = _gradcam(model, x.detach(), t, o, layers)                                # (B,1,28,28)
     return GuidedBackprop(model).attribute(x, target=t) * cam
 
 
@@ -471,8 +541,9 @@ _GRAD_ON_INPUT = ("saliency", "input_x_gradient", "deeplift", "guided_gradcam", 
 
 
 def _run(model: nn.Module, x: torch.Tensor, t: torch.Tensor, method: str, o: dict,
-         delta: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch to Captum; x is a private clone, model is the shared model or a private copy."""
+         delta: bool, layers: Layers) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch to Captum; x is a private clone, model is the shared model or a private copy, layers the
+    shared model's (`layers_of`)."""
     if method in _GRAD_ON_INPUT:  # Captum would set requires_grad itself, with a warning
         x = x.requires_grad_()
     if method == "saliency":
@@ -499,9 +570,9 @@ def _run(model: nn.Module, x: torch.Tensor, t: torch.Tensor, method: str, o: dic
             x, sliding_window_shapes=(x.shape[1], w, w), strides=(x.shape[1], s, s), baselines=0.0,
             target=t, perturbations_per_eval=_positive_int("internal_batch_size", o["internal_batch_size"]))
     if method == "gradcam":
-        return _gradcam(model, x, t, o)
+        return _gradcam(model, x, t, o, layers)
     if method == "guided_gradcam":
-        return _guided_gradcam(model, x, t, o)
+        return _guided_gradcam(model, x, t, o, layers)
     if method == "guided_backprop":
         return GuidedBackprop(model).attribute(x, target=t)
     if method == "deconvolution":
@@ -523,11 +594,14 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor
         **options: see OPTIONS[method] (e.g. steps=50, baseline="black" for integrated_gradients).
     Returns:
         A detached float tensor (B,1,28,28).
+    Raises:
+        MethodUnavailable (a ValueError) when the method cannot explain this model (`available_methods`).
     """
     o = _options(method, options)
     x = _check_inputs(inputs)                                              # (B,1,28,28) private
     t = target_tensor(target, x.shape[0])                                       # (B,)
-    attr = _run(_model_for(model, method), x, t, method, o, delta=False)
+    layers = _check_available(model, method, o)
+    attr = _run(_model_for(model, method), x, t, method, o, delta=False, layers=layers)
     return attr.detach()
 
 
@@ -544,7 +618,8 @@ def attribute_with_delta(model: nn.Module, inputs: torch.Tensor, target: int | t
     o = _options(method, options)
     x = _check_inputs(inputs)
     t = target_tensor(target, x.shape[0])
-    attr, delta = _run(_model_for(model, method), x, t, method, o, delta=True)
+    layers = _check_available(model, method, o)
+    attr, delta = _run(_model_for(model, method), x, t, method, o, delta=True, layers=layers)
     return attr.detach(), delta.detach()
 
 

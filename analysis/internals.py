@@ -1,12 +1,20 @@
 """Inside the CNN: kernels, activations stage by stage, what excites a unit, embeddings, weight drift.
 
-Everything here reads a model or a run folder and returns plain arrays / DataFrames. Nothing mutates
-the model: no hooks are registered, gradients are taken with `torch.autograd.grad` (so parameters'
-`.grad` stay untouched), and a model left in training mode is run through a private eval copy.
+Works for any network that takes (B,1,28,28) images in [0,1] and returns logits: our `model.net.Net`
+or an imported one (model.external.Wrapped, whose layers are named "net.<name>"). Nothing assumes
+the names conv1/conv2/fc1: the layers are found by `analysis.layers.discover`, once per model object
+(`layers_of`):
+  * stages: every leaf module's output for one image, in forward order (`activations`);
+  * unit layers: every conv layer and every linear layer but the final one. A unit's score is the
+    max over its map of the layer's output after the non-linearity that follows the layer
+    (`activation_of`; BatchNorm in between included), or of the layer's output when none follows;
+    activation maximisation climbs the input of that non-linearity (so the gradient never vanishes
+    where a ReLU is off). The default layer is the last conv layer;
+  * the embedding: what the final Linear layer reads (the penultimate representation).
 
-The forward pass is walked by `_stages`, which mirrors `model.net.Net.forward` step by step
-(normalization, conv, the Identity-or-BatchNorm module, ReLU, pool, flatten, dropout-or-Identity,
-fc1, ReLU, fc2), so `activations(model, x)["logits"]` equals `model(x)` exactly.
+Nothing mutates the model: hooks only go on a private copy that shares the weights
+(`analysis.attributions.private_copy`, in eval mode), gradients are taken with
+`torch.autograd.grad` (so parameters' `.grad` stay untouched). Safe on a model shared by threads.
 
 Slow run-level results have cached wrappers (`*_cached`), stored in `<run>/cache/` by
 `analysis.cache`, keyed by everything they depend on (run, epoch, settings).
@@ -14,6 +22,8 @@ Slow run-level results have cached wrappers (`*_cached`), stored in `<run>/cache
 from __future__ import annotations
 
 import copy
+import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,72 +34,109 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from analysis.cache import cached, make_key
+from analysis.layers import Layers, conv_at, discover, embedding_of, layer_input_output, stages
 from model import runs
+from model.external import set_eval
 from model.net import to_input
 
-STAGES = ("input", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3", "logits", "softmax")
-CONV_LAYERS = ("conv1", "conv2")
-UNIT_LAYERS = ("conv1", "conv2", "fc1")   # layers whose post-ReLU units `top_activating` ranks
-RELU_OF = {"conv1": "relu1", "conv2": "relu2", "fc1": "relu3"}
+# the stages of our own Net (seed variant; BatchNorm variants add "bn1"/"bn2" after each conv)
+STAGES = ("input", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3", "fc2", "logits", "softmax")
 CACHE_VERSION = "v1"
 
 
-# ----------------------------------------------------------------------------- the forward walk
+# ----------------------------------------------------------------------------- the model's layers
+
+_LAYERS: "weakref.WeakKeyDictionary[nn.Module, Layers]" = weakref.WeakKeyDictionary()
+_LAYERS_LOCK = threading.Lock()
+
+
+def layers_of(model: nn.Module) -> Layers:
+    """`analysis.layers.discover(model)`, run once per model object (one forward pass) and remembered.
+
+    Keyed by the object (weakly): a model whose modules are replaced after its first analysis keeps
+    the layers found then.
+    """
+    with _LAYERS_LOCK:
+        found = _LAYERS.get(model)
+        if found is None:
+            found = _LAYERS[model] = discover(model)
+    return found
+
 
 def eval_model(model: nn.Module) -> nn.Module:
     """The model itself when in eval mode, else a private eval-mode copy (the caller's model is left alone)."""
-    return copy.deepcopy(model).eval() if model.training else model
+    return set_eval(copy.deepcopy(model)) if model.training else model
 
 
-def _stages(model: nn.Module, x: torch.Tensor, stop: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (stage, tensor) along Net.forward, batch dimension kept; stop after stage `stop`.
+def _work_copy(model: nn.Module) -> nn.Module:
+    """A private eval-mode copy sharing the model's weights: hooks go on it, never on the caller's model."""
+    from analysis.attributions import private_copy   # attributions imports this module
+    return set_eval(private_copy(model))
 
-    BatchNorm variants yield "bn1"/"bn2" between conv and ReLU; seed models (Identity there) do not.
+
+def unit_layer(model: nn.Module, layer: str | None = None) -> str:
+    """The unit layer `layer` names (None: the last conv layer); ValueError listing the valid names."""
+    layers = layers_of(model)
+    if layer is None:
+        if not layers.convs:
+            raise ValueError(f"the model has no conv layer; unit layers are {list(layers.unit_layers)}")
+        return layers.convs[-1]
+    if layer not in layers.unit_layers:
+        raise ValueError(f"layer must be one of {list(layers.unit_layers)}, got {layer!r}")
+    return layer
+
+
+class _Stop(Exception):
+    """Raised by a hook once the wanted tensors are captured: the rest of the forward pass is not needed."""
+
+
+def _unit_tensors(work: nn.Module, x: torch.Tensor, layer: str,
+                  activation: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective, score map) of a unit layer for a batch x, both (B,C,H,W) or (B,units).
+
+    With a non-linearity after the layer: its input (after any BatchNorm) and its output, at its first
+    call after the layer's (a module reused earlier is skipped); else the layer's output twice. Hooks
+    go on `work`, a private copy; gradients flow when enabled.
     """
-    m = model
-    yield "input", x                                        # (B,1,28,28) in [0,1]
-    h = (x - m.mean) / m.std                                # normalization (identity for the seed)
-    for conv, bn, relu, pool in (("conv1", "bn1", "relu1", "pool1"), ("conv2", "bn2", "relu2", "pool2")):
-        h = getattr(m, conv)(h)                             # (B,32,26,26) / (B,64,11,11)
-        yield conv, h
-        if stop == conv:
-            return
-        bn_module = getattr(m, bn)
-        h = bn_module(h)
-        if not isinstance(bn_module, nn.Identity):
-            yield bn, h
-        h = getattr(m, relu)(h)
-        yield relu, h
-        if stop == relu:
-            return
-        h = getattr(m, pool)(h)                             # (B,32,13,13) / (B,64,5,5)
-        yield pool, h
-        if stop == pool:
-            return
-    h = m.drop1(m.flatten(h))                               # (B,1600)
-    h = m.fc1(h)                                            # (B,fc1_units)
-    yield "fc1", h
-    if stop == "fc1":
-        return
-    h = m.relu3(h)
-    yield "relu3", h
-    if stop == "relu3":
-        return
-    logits = m.fc2(m.drop2(h))                              # (B,10)
-    yield "logits", logits
-    yield "softmax", torch.softmax(logits, dim=1)
+    modules = dict(work.named_modules())
+    got: dict[str, torch.Tensor] = {}
+
+    def on_layer(m: nn.Module, i: tuple, o: torch.Tensor) -> None:
+        if "layer" not in got:
+            got["layer"] = o
+            if activation is None:
+                raise _Stop
+
+    def before_act(m: nn.Module, i: tuple) -> None:
+        if "layer" in got and "pre" not in got:
+            got["pre"] = i[0].clone()                     # an in-place non-linearity would overwrite it
+
+    def on_act(m: nn.Module, i: tuple, o: torch.Tensor) -> None:
+        if "pre" in got:
+            got["post"] = o
+            raise _Stop
+
+    hooks = [modules[layer].register_forward_hook(on_layer)]
+    if activation is not None:
+        hooks += [modules[activation].register_forward_pre_hook(before_act),
+                  modules[activation].register_forward_hook(on_act)]
+    try:
+        work(x)
+    except _Stop:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    if activation is None:
+        if "layer" not in got:
+            raise ValueError(f"layer {layer!r} did not run in a forward pass")
+        return got["layer"], got["layer"]
+    if "post" not in got:
+        raise ValueError(f"{activation!r} did not run after layer {layer!r}")
+    return got["pre"], got["post"]
 
 
-def _stage(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
-    """The tensor of one stage (batch dimension kept), computing no further than needed."""
-    out = None
-    for stage, t in _stages(model, x, stop=name):
-        if stage == name:
-            out = t
-    if out is None:
-        raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
-    return out
-
+# ----------------------------------------------------------------------------- the forward walk
 
 def _batches(images: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     """uint8 images (N,28,28) as model inputs (B,1,28,28), batch by batch (copies: the source may be read-only)."""
@@ -115,48 +162,84 @@ def _as_input(x: torch.Tensor | np.ndarray) -> torch.Tensor:
 def activations(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every stage of the forward pass for one image, in order, without the batch dimension.
 
+    `analysis.layers.stages` on a private eval-mode copy of the model.
     Args:
-        model: a `Net` (eval mode; a model in training mode is run through an eval copy).
+        model: any classifier (B,1,28,28) -> (B,10) logits; a model in training mode is run in eval mode.
         x: one image (1,1,28,28) float in [0,1] (also accepted: (28,28), (1,28,28), uint8).
     Returns:
-        {"input": (1,28,28), "conv1": (32,26,26), "relu1", "pool1": (32,13,13), "conv2": (64,11,11),
-         "relu2", "pool2": (64,5,5), "fc1": (fc1_units,) before ReLU, "relu3": fc1 after ReLU,
-         "logits": (10,), "softmax": (10,)}; BatchNorm variants add "bn1"/"bn2" after each conv.
+        {"input": (1,28,28), <layer>: its output for each leaf module that changes values, "logits": (10,)
+        (exactly model(x)[0]), "softmax": (10,)}. For our Net: "conv1": (32,26,26), "relu1", "pool1":
+        (32,13,13), "conv2": (64,11,11), "relu2", "pool2": (64,5,5), "fc1": (fc1_units,) before ReLU,
+        "relu3": after it, "fc2": (10,) (STAGES); BatchNorm variants add "bn1"/"bn2" after each conv.
     """
-    model = eval_model(model)
-    with torch.no_grad():
-        return {name: t[0].detach() for name, t in _stages(model, _as_input(x))}
+    return stages(_work_copy(model), _as_input(x))
 
 
 # ----------------------------------------------------------------------------- kernels
 
-def conv_kernels(run_dir: Path | str, epoch: int, layer: str = "conv1") -> np.ndarray:
-    """The conv kernels of a checkpoint: conv1 (32,3,3) (the single input channel squeezed), conv2 (64,32,3,3)."""
-    if layer not in CONV_LAYERS:
-        raise ValueError(f"layer must be one of {CONV_LAYERS}, got {layer!r}")
-    w = runs.load_state_dict(run_dir, epoch)[f"{layer}.weight"].float().numpy()   # (out,in,3,3)
-    return w[:, 0] if layer == "conv1" else w
+def conv_layers(run_dir: Path | str, epoch: int) -> list[str]:
+    """The conv layers of a run's model at an epoch, in forward order (e.g. ["conv1", "conv2"])."""
+    return list(layers_of(runs.load_model(run_dir, epoch)).convs)
+
+
+def _conv_weight(model: nn.Module, layer: str | None) -> np.ndarray:
+    """The weight (out,in,kh,kw) of a conv layer of the model (None: the first one in forward order)."""
+    if layer is None:
+        convs = layers_of(model).convs
+        if not convs:
+            raise ValueError("the model has no conv layer")
+        layer = convs[0]
+    conv = dict(model.named_modules()).get(layer)
+    if not isinstance(conv, nn.Conv2d) or layer == "":
+        names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        raise ValueError(f"layer must be a conv layer of the model, one of {names}; got {layer!r}")
+    return conv.weight.detach().float().numpy().copy()
+
+
+def conv_kernels(run_dir: Path | str, epoch: int, layer: str | None = None) -> np.ndarray:
+    """The kernels of one conv layer of a checkpoint (None: the first conv layer).
+
+    Returns:
+        (out,kh,kw) when each kernel has one input channel (the axis squeezed; our conv1: (32,3,3)),
+        else (out,in,kh,kw) (our conv2: (64,32,3,3)); float32.
+    """
+    w = _conv_weight(runs.load_model(run_dir, epoch), layer)       # (out,in,kh,kw)
+    return w[:, 0] if w.shape[1] == 1 else w
 
 
 def conv1_input(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """The (28,28) image conv1 actually sees: x itself, or (x - mean) / std for a `normalize=True` model."""
-    with torch.no_grad():
-        return ((_as_input(x) - model.mean) / model.std)[0, 0].numpy()
+    """The image the first conv layer actually sees: x itself, or (x - mean) / std for a normalising model.
+
+    Returns:
+        (H,W) for a one-channel input (our Net: (28,28)), else (C,H,W); float32.
+    """
+    first = _first_conv(model)
+    seen, _ = layer_input_output(_work_copy(model), _as_input(x), first)
+    seen = seen[0].numpy()                                          # (C,H,W)
+    return seen[0] if seen.shape[0] == 1 else seen
+
+
+def _first_conv(model: nn.Module) -> str:
+    convs = layers_of(model).convs
+    if not convs:
+        raise ValueError("the model has no conv layer")
+    return convs[0]
 
 
 def conv1_window(x: torch.Tensor | np.ndarray, kernel: torch.Tensor | np.ndarray, bias: float,
                  row: int, col: int) -> dict:
-    """The multiply-and-sum behind one conv1 output pixel: window * kernel, summed, plus bias.
+    """The multiply-and-sum behind one output pixel of a 3x3 conv without padding: window * kernel, summed, plus bias.
 
     Args:
-        x: the image conv1 sees, (28,28) or (1,1,28,28): `conv1_input(model, x)` (the input
+        x: the image the conv sees, (28,28) or (1,1,28,28): `conv1_input(model, x)` (the input
             itself unless the model normalizes).
-        kernel: one conv1 kernel, (3,3) or (1,3,3).
+        kernel: one kernel, (3,3) or (1,3,3).
         bias: that kernel's bias.
         row, col: the output pixel, 0 <= row, col < 26 (the window is x[row:row+3, col:col+3]).
     Returns:
         {"window": (3,3), "kernel": (3,3), "products": (3,3), "sum": float (products summed),
-         "bias": float, "output": float (sum + bias, the conv1 output at (row, col))}; float64.
+         "bias": float, "output": float (sum + bias, the conv output at (row, col))}; float64.
+        Any kernel size, padding or stride: `conv_unit`.
     """
     img = torch.as_tensor(x).detach().cpu().double().numpy()
     img = img.reshape(img.shape[-2:])                         # (H,W)
@@ -171,21 +254,39 @@ def conv1_window(x: torch.Tensor | np.ndarray, kernel: torch.Tensor | np.ndarray
     return {"window": window, "kernel": k, "products": products, "sum": total, "bias": b, "output": total + b}
 
 
-def conv1_at(model: nn.Module, x: torch.Tensor | np.ndarray, channel: int, row: int, col: int) -> dict:
-    """One conv1 unit of a model explained: `conv1_window` on the image conv1 sees, with that kernel and bias.
+def conv_unit(model: nn.Module, x: torch.Tensor | np.ndarray, layer: str, channel: int, row: int, col: int) -> dict:
+    """One unit of any conv layer computed by hand (`analysis.layers.conv_at`) from the input that layer received.
 
     Args:
-        model: a `Net`.
         x: one image (28,28) (uint8, or float in [0,1]) or (1,1,28,28).
-        channel: the conv1 channel (its kernel's number).
-        row, col: the unit's position in the channel's 26x26 map.
+        layer: a conv layer of the model (any kernel size, padding, stride, dilation, groups).
+        channel, row, col: the unit.
     Returns:
-        `conv1_window`'s dict plus "seen": the (28,28) image conv1 sees (`conv1_input`), float64.
-        "output" equals `model.conv1(seen)[0, channel, row, col]`.
+        {"window", "kernel", "products": (C,kh,kw), "sum", "bias", "output": float, "seen": the layer's
+        input (C_in,H,W)}, float64; "output" equals the layer's output at (channel, row, col).
     """
-    seen = conv1_input(model, x).astype(np.float64)
-    weight, bias = model.conv1.weight.detach()[channel, 0], float(model.conv1.bias.detach()[channel])
-    return {**conv1_window(seen, weight, bias, row, col), "seen": seen}
+    return conv_at(_work_copy(model), _as_input(x), layer, channel, row, col)
+
+
+def conv1_at(model: nn.Module, x: torch.Tensor | np.ndarray, channel: int, row: int, col: int) -> dict:
+    """One unit of the model's first conv layer explained: `conv_unit`, the input-channel axis squeezed.
+
+    Args:
+        model: any classifier; for our Net the layer is conv1 (3x3, no padding).
+        x: one image (28,28) (uint8, or float in [0,1]) or (1,1,28,28).
+        channel: the conv channel (its kernel's number).
+        row, col: the unit's position in the channel's map (our conv1: 26x26).
+    Returns:
+        {"window", "kernel", "products": (kh,kw) for a one-channel input (else (C,kh,kw)), "sum", "bias",
+        "output": float, "seen": the image the layer sees, (28,28) for one channel (`conv1_input`)}, float64.
+        "output" equals the layer's output at (channel, row, col) (for our Net `model.conv1(seen)`).
+    """
+    out = conv_unit(model, x, _first_conv(model), channel, row, col)
+    if out["window"].shape[0] == 1:
+        out.update({k: out[k][0] for k in ("window", "kernel", "products")})
+    if out["seen"].shape[0] == 1:
+        out["seen"] = out["seen"][0]
+    return out
 
 
 def strongest_position(fmap: np.ndarray) -> tuple[int, int]:
@@ -202,24 +303,29 @@ def active_units(values: np.ndarray) -> int:
 
 # ----------------------------------------------------------------------------- what excites a unit
 
-def unit_scores(model: nn.Module, images: np.ndarray | torch.Tensor, layer: str = "conv2",
+def unit_scores(model: nn.Module, images: np.ndarray | torch.Tensor, layer: str | None = None,
                 batch_size: int = 500) -> np.ndarray:
     """Every unit's score on every image: (N, units) float32.
 
-    A conv channel's score is the max of its post-ReLU activation map; an fc1 unit's its post-ReLU value.
+    A conv channel's score is the max of its map after the layer's non-linearity (for our Net: the
+    post-ReLU map); a linear unit's its value after it. Without a non-linearity: the layer's output.
     Args:
         images: uint8 (N,28,28).
-        layer: "conv1", "conv2" or "fc1".
+        layer: one of `layers_of(model).unit_layers` (our Net: "conv1", "conv2", "fc1"); None: the
+            last conv layer. Default: None.
     """
-    if layer not in UNIT_LAYERS:
-        raise ValueError(f"layer must be one of {UNIT_LAYERS}, got {layer!r}")
-    model = eval_model(model)
+    layer = unit_layer(model, layer)
+    layers = layers_of(model)
+    activation = layers.activation_of.get(layer)
+    work = _work_copy(model)
     out = []
     with torch.no_grad():
         for x in _batches(images, batch_size):
-            a = _stage(model, x, RELU_OF[layer])             # (B,C,H,W) or (B,units)
-            out.append((a.flatten(2).amax(dim=2) if a.dim() == 4 else a).numpy())
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+            _, a = _unit_tensors(work, x, layer, activation)    # (B,C,H,W) or (B,units)
+            out.append((a.flatten(2).amax(dim=2) if a.dim() > 2 else a).numpy())
+    if not out:
+        return np.zeros((0, layers.get(layer).out_shape[0]), np.float32)
+    return np.concatenate(out).astype(np.float32)
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,13 +334,13 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return order.astype(np.int64), scores[order].astype(np.float32)
 
 
-def top_activating(model: nn.Module, images: np.ndarray | torch.Tensor, layer: str = "conv2",
+def top_activating(model: nn.Module, images: np.ndarray | torch.Tensor, layer: str | None = None,
                    channel: int = 0, k: int = 9, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """The k images that excite one unit most: score = max of the channel's post-ReLU activation map.
+    """The k images that excite one unit most (score: see `unit_scores`).
 
     Args:
         images: uint8 (N,28,28).
-        layer: "conv1", "conv2" or "fc1" (for fc1, `channel` is the unit and the score its value).
+        layer: a unit layer (for a linear layer, `channel` is the unit); None: the last conv layer.
     Returns:
         (indices (k,) int64 into images, scores (k,) float32), highest score first; ties keep the
         lower index first.
@@ -250,27 +356,31 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
 
 
-def _objective(model: nn.Module, x: torch.Tensor, target: tuple[str, int], where: str = "mean") -> torch.Tensor:
-    """The scalar to maximize: a class logit, or the pre-ReLU map of a conv channel (its mean, or its
-    centre unit when where="center") / an fc1 unit."""
+def _objective(work: nn.Module, x: torch.Tensor, target: tuple[str, int], layers: Layers | None,
+               where: str = "mean") -> torch.Tensor:
+    """The scalar to maximize: a class logit, or a unit layer's channel before its non-linearity (the mean
+    of a conv map, or its centre unit when where="center"; a linear unit's value)."""
     kind, index = target
     if kind == "class":
-        return model(x)[0, index]                            # any classifier: logits (1,C)
-    if kind in UNIT_LAYERS:
-        relu = RELU_OF[kind]
-        # the input of the ReLU (after BatchNorm when present): gives a gradient even where the ReLU is off
-        for name, t in _stages(model, x, stop=relu):
-            if name == relu:
-                break
-            h = t
-        unit = h[0, index]
-        if where == "center" and unit.dim() == 2:           # one spatial position: a localized pattern
-            return unit[unit.shape[0] // 2, unit.shape[1] // 2]
-        return unit.mean()
-    raise ValueError(f"target must be ('class', c) or (layer, channel) with layer in {UNIT_LAYERS}, got {target!r}")
+        return work(x)[0, index]                             # any classifier: logits (1,C)
+    # the input of the non-linearity (after BatchNorm when present): a gradient even where a ReLU is off
+    h, _ = _unit_tensors(work, x, kind, layers.activation_of.get(kind))
+    unit = h[0, index]
+    if where == "center" and unit.dim() == 2:               # one spatial position: a localized pattern
+        return unit[unit.shape[0] // 2, unit.shape[1] // 2]
+    return unit.mean()
 
 
-def activation_maximization(model: nn.Module, target: tuple[str, int], steps: int = 200, lr: float = 0.1,
+def _target(model: nn.Module, target: tuple[str | None, int]) -> tuple[tuple[str, int], Layers | None]:
+    """The target with its layer resolved (None: the last conv), and the model's layers for a unit target."""
+    if not (isinstance(target, (tuple, list)) and len(target) == 2):
+        raise ValueError(f"target must be ('class', c) or (layer, channel), got {target!r}")
+    if target[0] == "class":
+        return ("class", int(target[1])), None
+    return (unit_layer(model, target[0]), int(target[1])), layers_of(model)
+
+
+def activation_maximization(model: nn.Module, target: tuple[str | None, int], steps: int = 200, lr: float = 0.1,
                             l2: float = 1e-3, blur_every: int = 4, seed: int = 0,
                             where: str = "mean") -> np.ndarray:
     """An input image that excites a target, found by gradient ascent on the input.
@@ -280,9 +390,10 @@ def activation_maximization(model: nn.Module, target: tuple[str, int], steps: in
     little (a simple smoothness prior that keeps the result from being pixel noise).
 
     Args:
-        model: a `Net`; for ("class", c) targets any module returning logits (1,C) will do.
-        target: ("class", c) maximizes logit c; ("conv2", ch) / ("conv1", ch) the mean of that
-            channel's map before ReLU; ("fc1", unit) that unit before ReLU.
+        model: any classifier (B,1,28,28) -> (B,C) logits.
+        target: ("class", c) maximizes logit c; (layer, ch) with a unit layer (see `unit_scores`; our
+            Net: "conv1", "conv2", "fc1"; None: the last conv layer) the mean of that channel's map
+            before its non-linearity (a linear layer: that unit before it).
         steps: gradient steps; 0 returns the starting image. Default: 200.
         lr: Adam's step size. Default: 0.1.
         l2: weight of the L2 penalty on the image. Default: 1e-3.
@@ -295,13 +406,14 @@ def activation_maximization(model: nn.Module, target: tuple[str, int], steps: in
     Returns:
         (28,28) float32 in [0,1].
     """
-    model = eval_model(model)
+    target, layers = _target(model, target)
+    work = _work_copy(model)
     gen = torch.Generator().manual_seed(seed)
     x = (0.5 + 0.05 * torch.randn(1, 1, 28, 28, generator=gen)).clamp(0, 1).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     for step in range(1, steps + 1):
         with torch.enable_grad():                           # works inside a caller's torch.no_grad()
-            loss = -_objective(model, x, target, where) + l2 * (x ** 2).sum()
+            loss = -_objective(work, x, target, layers, where) + l2 * (x ** 2).sum()
             (grad,) = torch.autograd.grad(loss, x)          # parameters' .grad stay untouched
         x.grad = grad
         opt.step()
@@ -315,13 +427,16 @@ def activation_maximization(model: nn.Module, target: tuple[str, int], steps: in
 # ----------------------------------------------------------------------------- embeddings
 
 def embeddings(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """The penultimate representation (fc1 after ReLU) of uint8 images (N,28,28): (N, fc1_units) float32."""
-    model = eval_model(model)
-    out = []
-    with torch.no_grad():
-        for x in _batches(images, batch_size):
-            out.append(_stage(model, x, "relu3").numpy())   # (B,fc1_units)
-    return np.concatenate(out) if out else np.zeros((0, model.fc1.out_features), np.float32)
+    """The penultimate representation of uint8 images (N,28,28): what the final Linear layer reads, (N, features).
+
+    For our Net: fc1 after its ReLU, (N, fc1_units) float32 (`analysis.layers.embedding_of`).
+    """
+    layers = layers_of(model)
+    if layers.final is None:
+        raise ValueError("the model has no Linear layer: no penultimate representation to show")
+    work = _work_copy(model)
+    out = [embedding_of(work, x, layers).numpy() for x in _batches(images, batch_size)]   # (B,features)
+    return np.concatenate(out) if out else np.zeros((0, int(np.prod(layers.get(layers.final).in_shape))), np.float32)
 
 
 def project_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -357,8 +472,10 @@ def weight_norms(run_dir: Path | str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["epoch", "layer", "norm"])
 
 
-def kernel_drift(run_dir: Path | str, layer: str = "conv1") -> pd.DataFrame:
-    """How far each kernel moves: columns epoch, kernel, from_previous, from_first (L2 distances).
+def kernel_drift(run_dir: Path | str, layer: str | None = None) -> pd.DataFrame:
+    """How far each kernel of a conv layer moves: columns epoch, kernel, from_previous, from_first (L2 distances).
+
+    `layer`: any conv layer of the run's model (None: the first one).
 
     `from_previous` compares with the previous checkpoint (NaN at the first), `from_first` with the
     first checkpoint (epoch 1 for runs made by the trainer; 0 there).
@@ -384,6 +501,18 @@ def mean_drift(drift: pd.DataFrame, column: str = "from_previous") -> pd.Series:
 
 # ----------------------------------------------------------------------------- cached run-level results
 
+class _Lazy:
+    """A run's model at an epoch, loaded on the first call only (a cache hit needs no model)."""
+
+    def __init__(self, run_dir: Path | str, epoch: int):
+        self.run_dir, self.epoch, self.model = run_dir, epoch, None
+
+    def __call__(self) -> nn.Module:
+        if self.model is None:
+            self.model = runs.load_model(self.run_dir, self.epoch)
+        return self.model
+
+
 def _images(split: str) -> np.ndarray:
     """uint8 images of an official file: "test" (t10k) or "train"."""
     from data.mnist import load_raw
@@ -399,7 +528,7 @@ def _labels(split: str) -> np.ndarray:
 
 def embedding_2d_cached(run_dir: Path | str, epoch: int, method: str = "pca", n: int = 2000,
                         seed: int = 0) -> dict[str, np.ndarray]:
-    """2-D map of the first n test images' fc1 embeddings at an epoch, cached in the run folder.
+    """2-D map of the first n test images' embeddings (`embeddings`) at an epoch, cached in the run folder.
 
     Returns:
         {"xy": (n,2) float32, "index": (n,) int32 into the official test file, "labels": (n,) uint8}.
@@ -412,26 +541,32 @@ def embedding_2d_cached(run_dir: Path | str, epoch: int, method: str = "pca", n:
     return cached(run_dir, key, compute, kind="npz")
 
 
-def activation_maximization_cached(run_dir: Path | str, epoch: int, target: tuple[str, int], steps: int = 200,
+def activation_maximization_cached(run_dir: Path | str, epoch: int, target: tuple[str | None, int], steps: int = 200,
                                    lr: float = 0.1, l2: float = 1e-3, blur_every: int = 4,
                                    seed: int = 0, where: str = "mean") -> np.ndarray:
     """`activation_maximization` for a run's checkpoint, cached in the run folder: (28,28) float32."""
+    model = _Lazy(run_dir, epoch)
+    if target[0] is None:                                    # the last conv layer, named in the key
+        target = (unit_layer(model(), None), target[1])
     extra = {} if where == "mean" else {"where": where}      # old cache entries stay valid
     key = make_key("actmax", CACHE_VERSION, target[0], target[1], epoch=epoch, steps=steps, lr=lr, l2=l2,
                    blur=blur_every, seed=seed, **extra)
     return cached(run_dir, key, lambda: activation_maximization(
-        runs.load_model(run_dir, epoch), target, steps, lr, l2, blur_every, seed, where), kind="npz")
+        model(), target, steps, lr, l2, blur_every, seed, where), kind="npz")
 
 
-def top_activating_cached(run_dir: Path | str, epoch: int, layer: str = "conv2", channel: int = 0, k: int = 9,
+def top_activating_cached(run_dir: Path | str, epoch: int, layer: str | None = None, channel: int = 0, k: int = 9,
                           n: int = 10000) -> tuple[np.ndarray, np.ndarray]:
     """`top_activating` over the first n official test images, cached: (indices into t10k, scores).
 
     One pass scores every channel of the layer; the top k of all channels are cached together, so
-    browsing channels costs one computation per (epoch, layer, k, n).
+    browsing channels costs one computation per (epoch, layer, k, n). None: the last conv layer.
     """
+    model = _Lazy(run_dir, epoch)
+    layer = layer if layer is not None else unit_layer(model(), None)
+
     def compute() -> dict[str, np.ndarray]:
-        scores = unit_scores(runs.load_model(run_dir, epoch), _images("test")[:n], layer)   # (n, units)
+        scores = unit_scores(model(), _images("test")[:n], layer)   # (n, units)
         tops = [_top_k(scores[:, c], k) for c in range(scores.shape[1])]
         return {"indices": np.stack([t[0] for t in tops]), "scores": np.stack([t[1] for t in tops])}
     key = make_key("topact", CACHE_VERSION, layer, epoch=epoch, k=k, n=n)

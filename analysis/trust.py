@@ -7,7 +7,8 @@
     infidelity_score(model, x, attr, target=7); sensitivity_score(model, x, 7, "saliency")
 
 * Model randomization (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018): the
-  layers are re-initialised one after the other from the top (fc2, fc1, conv2, conv1, cascading)
+  layers with weights (every conv and linear layer the model runs, found by `analysis.layers.discover`)
+  are re-initialised one after the other from the top (our Net: fc2, fc1, conv2, conv1, cascading)
   and each time the new map is compared with the original one, as in the paper "with and without
   absolute value": the Spearman rank correlation rho of |map| and of the signed map (over the
   pixels non-zero in either map, see `map_rank_correlation`), and SSIM of |map| scaled to [0,1].
@@ -37,8 +38,9 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from analysis.attributions import attribute, gaussian_blur, private_copy, target_tensor
+from analysis.internals import layers_of
+from model.external import set_eval
 
-CASCADE = ("fc2", "fc1", "conv2", "conv1")   # top to bottom, as in Adebayo et al.
 KINDS = {"spearman": True, "spearman_signed": False}   # table column -> correlate |maps| (True) or signed maps
 
 
@@ -87,6 +89,16 @@ def _unit_abs(m: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- randomization test
 
+def cascade(model: nn.Module) -> tuple[str, ...]:
+    """The model's conv and linear layers from the top (output) down: the order Adebayo et al. randomize in.
+
+    Our Net: ("fc2", "fc1", "conv2", "conv1"); an imported model: its own names, e.g. "net.fc2".
+    """
+    layers = layers_of(model)
+    weighted = set(layers.convs + layers.linears)
+    return tuple(layer.name for layer in reversed(layers.order) if layer.name in weighted)
+
+
 def _reinit(module: nn.Module, g: torch.Generator) -> None:
     """Redraw a layer's weight and bias uniformly in +-1/sqrt(fan_in) (PyTorch's default scale)."""
     weight = getattr(module, "weight", None)
@@ -106,7 +118,8 @@ def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | tor
 
     Args:
         inputs: float (B,1,28,28); target: one class or one per image.
-        layers: layers to randomize, top first, cumulatively. Default: those of CASCADE in the model.
+        layers: layers to randomize, top first, cumulatively. Default: `cascade(model)`, every conv and
+            linear layer from the top.
         weight_seed: seed of the new random weights. Default: 0.
         **options: passed to `attribute` (e.g. steps for integrated_gradients).
     Returns:
@@ -118,12 +131,12 @@ def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | tor
         to [0,1]) and ssim_min (the least similar image).
     """
     modules = dict(model.named_modules())
-    layers = tuple(n for n in CASCADE if n in modules) if layers is None else tuple(layers)
+    layers = cascade(model) if layers is None else tuple(layers)
     missing = [n for n in layers if n not in modules or n == ""]
     if missing:
         raise ValueError(f"layers {missing} are not modules of the model")
     original = attribute(model, inputs, target, method, **options).numpy()       # (B,1,28,28)
-    work = private_copy(model, share_weights=False).eval()   # its weights will change
+    work = set_eval(private_copy(model, share_weights=False))   # its weights will change
     g = torch.Generator().manual_seed(weight_seed)
     rows, done = [], []
     for stage, layer in enumerate(("none",) + layers):
@@ -216,7 +229,7 @@ def sanity_verdict(table: pd.DataFrame, threshold: float = 0.5) -> tuple[bool, s
 
 def _probabilities(model: nn.Module, x: torch.Tensor, target: int, chunk: int = 256) -> np.ndarray:
     """Softmax probability of `target` for each image of x (N,1,28,28)."""
-    m = private_copy(model).eval() if model.training else model
+    m = set_eval(private_copy(model)) if model.training else model
     with torch.no_grad():
         out = [torch.softmax(m(x[i:i + chunk]), dim=1)[:, target] for i in range(0, x.shape[0], chunk)]
     return torch.cat(out).numpy().astype(np.float64)
@@ -317,7 +330,7 @@ def infidelity_score(model: nn.Module, inputs: torch.Tensor, attribution: torch.
         noise = torch.normal(0.0, float(noise_std), batch.shape, generator=g)
         return noise, batch - noise
 
-    m = private_copy(model).eval() if model.training else model
+    m = set_eval(private_copy(model)) if model.training else model
     return infidelity(m, perturb, x, attribution.detach().float(), target=t, n_perturb_samples=int(perturbations),
                       normalize=normalize).detach()
 

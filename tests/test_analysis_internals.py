@@ -13,7 +13,7 @@ from model.net import Net, NetConfig
 
 SHAPES = {"input": (1, 28, 28), "conv1": (32, 26, 26), "relu1": (32, 26, 26), "pool1": (32, 13, 13),
           "conv2": (64, 11, 11), "relu2": (64, 11, 11), "pool2": (64, 5, 5), "fc1": (4608,), "relu3": (4608,),
-          "logits": (10,), "softmax": (10,)}
+          "fc2": (10,), "logits": (10,), "softmax": (10,)}
 
 
 def make_net(seed: int = 0, **config) -> Net:
@@ -56,7 +56,7 @@ def test_activations_stages_shapes_and_exact_logits():
     assert torch.equal(acts["logits"], logits)                       # bit for bit, not approximately
     torch.testing.assert_close(acts["softmax"], torch.softmax(logits, 0))
     ref = hooked_outputs(model, x)
-    for stage in ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3"):
+    for stage in ("conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3", "fc2"):
         assert torch.equal(acts[stage], ref[stage]), stage
     assert torch.equal(acts["input"], x[0])
     assert (acts["relu3"] >= 0).all() and (acts["fc1"] < 0).any()    # fc1 before ReLU, relu3 after
