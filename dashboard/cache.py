@@ -23,7 +23,6 @@ import streamlit as st
 from data import mnist
 from model import runs
 from model.config import DataConfig
-from model.net import Net
 
 
 def runs_dir() -> Path:
@@ -96,12 +95,70 @@ def prediction_epochs(run_dir: Path | str) -> list[int]:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=16)
-def load_model(run_dir: str, epoch: int) -> Net:
-    """The model at (run, epoch): one shared, read-only object. Never train or modify it."""
+def load_model(run_dir: str, epoch: int) -> "torch.nn.Module":
+    """The model at (run, epoch): one shared, read-only object. Never train or modify it.
+
+    Our own `model.net.Net`, or `model.external.Wrapped` around a network defined elsewhere (the run's source).
+    """
     model = runs.load_model(Path(run_dir), epoch)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _layers(run_dir: str, epoch: int, mtime: float):
+    from analysis.layers import discover
+    return discover(load_model(run_dir, epoch))
+
+
+def layers(run_dir: str | Path, epoch: int):
+    """analysis.layers.discover of the model at (run, epoch): its layers in forward order (shared, read-only).
+
+    Pages name layers from this (convs, final, chain, hook_methods), never from a fixed list.
+    """
+    return _layers(str(run_dir), int(epoch), _mtime(runs.checkpoint_path(Path(run_dir), int(epoch))))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _conv_geometry(run_dir: str, epoch: int, mtime: float) -> dict[str, dict]:
+    import torch.nn as nn
+    found = {}
+    for name, m in load_model(run_dir, epoch).named_modules():
+        if isinstance(m, nn.Conv2d):
+            out, c_in, kh, kw = m.weight.shape
+            kernel, stride, dilation = (kh, kw), tuple(m.stride), tuple(m.dilation)
+            if isinstance(m.padding, str):     # "same" pads half the dilated kernel (as analysis.layers.conv_window)
+                padding = (0, 0) if m.padding == "valid" else (dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2)
+            else:
+                padding = tuple(m.padding)
+            found[name] = {"out": int(out), "in": int(c_in), "kernel": kernel, "stride": stride, "padding": padding,
+                           "dilation": dilation}
+    return found
+
+
+def conv_geometry(run_dir: str | Path, epoch: int) -> dict[str, dict]:
+    """Every Conv2d of the model at (run, epoch), as its module declares it: {name: {"out", "in" (input
+    channels per kernel), "kernel" (kh, kw), "stride", "padding" (rows, columns of zeros each side),
+    "dilation"}} (read from the modules, nothing computed; shared, read-only)."""
+    return _conv_geometry(str(run_dir), int(epoch), _mtime(runs.checkpoint_path(Path(run_dir), int(epoch))))
+
+
+def layer_labels(run_dir: str | Path, epoch: int) -> dict[str, str]:
+    """How pages name each layer: its short name and kind with the kernel shape, e.g. "conv1 (Conv2d 32×3×3)",
+    "0 (Conv2d 6×5×5)", "conv2 (Conv2d 64×32×3×3)", "fc1 (Linear 1600→4608)", "relu1 (ReLU)"."""
+    convs = conv_geometry(run_dir, epoch)
+    labels = {}
+    for layer in layers(run_dir, epoch).order:
+        what = layer.kind
+        if layer.name in convs:
+            g = convs[layer.name]
+            shape = (g["out"],) + ((g["in"],) if g["in"] > 1 else ()) + g["kernel"]
+            what = f"Conv2d {'×'.join(str(v) for v in shape)}"
+        elif layer.kind == "Linear" and layer.in_shape and layer.out_shape:
+            what = f"Linear {layer.in_shape[-1]}→{layer.out_shape[-1]}"
+        labels[layer.name] = f"{layer.short} ({what})"
+    return labels
 
 
 @st.cache_resource(show_spinner="Reading MNIST…")
@@ -581,20 +638,22 @@ def activations(run_dir: str, epoch: int, image: np.ndarray) -> dict[str, np.nda
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def conv_kernels(run_dir: str, epoch: int, layer: str = "conv1") -> np.ndarray:
-    """conv1 kernels (32,3,3) or conv2 kernels (64,32,3,3) of a checkpoint."""
+def conv_kernels(run_dir: str, epoch: int, layer: str | None = None) -> np.ndarray:
+    """A conv layer's kernels at a checkpoint (analysis.internals.conv_kernels; None = the first conv):
+    (out,kh,kw) for a layer with one input channel (conv1 (32,3,3)), else (out,in,kh,kw) (conv2 (64,32,3,3))."""
     from analysis.internals import conv_kernels as kernels
     return kernels(run_dir, epoch, layer)
 
 
 @st.cache_data(show_spinner="Measuring how the kernels moved…", max_entries=32)
-def _kernel_drift(run_dir: str, layer: str, key: tuple) -> pd.DataFrame:
+def _kernel_drift(run_dir: str, layer: str | None, key: tuple) -> pd.DataFrame:
     from analysis.internals import kernel_drift as drift
     return drift(run_dir, layer)
 
 
-def kernel_drift(run_dir: str, layer: str = "conv1") -> pd.DataFrame:
-    """analysis.internals.kernel_drift: columns epoch, kernel, from_previous, from_first."""
+def kernel_drift(run_dir: str, layer: str | None = None) -> pd.DataFrame:
+    """analysis.internals.kernel_drift of a conv layer (None = the first conv): epoch, kernel, from_previous,
+    from_first."""
     return _kernel_drift(str(run_dir), layer, checkpoints_key(str(run_dir)))
 
 
@@ -610,7 +669,8 @@ def top_activating(run_dir: str, epoch: int, layer: str, channel: int, k: int = 
 @st.cache_data(show_spinner="Growing an image that excites this unit (cached in the run folder)…",
                max_entries=256)
 def activation_maximization(run_dir: str, epoch: int, layer: str, unit: int, steps: int = 100) -> np.ndarray:
-    """(28,28) float image found by gradient ascent on a conv channel (layer, unit) or a class ("class", c).
+    """(28,28) float image found by gradient ascent on a channel of any conv layer (layer, unit) or a class
+    ("class", c).
 
     Conv channels maximize the unit at the centre of their map (a localized pattern on black; the
     mean over the whole map just fills the field with ink), with a gentle step (lr 0.05).
@@ -620,40 +680,58 @@ def activation_maximization(run_dir: str, epoch: int, layer: str, unit: int, ste
                                           where="center")
 
 
-@st.cache_data(show_spinner="Projecting the fc1 features to 2-D (cached in the run folder)…", max_entries=32)
+@st.cache_data(show_spinner="Projecting the penultimate features to 2-D (cached in the run folder)…", max_entries=32)
 def embedding_2d(run_dir: str, epoch: int, method: str = "pca", n: int = 1000) -> dict[str, np.ndarray]:
-    """{"xy": (n,2), "index": (n,) into the official test file, "labels": (n,)} of the fc1 features."""
+    """{"xy": (n,2), "index": (n,) into the official test file, "labels": (n,)} of what the final Linear layer
+    reads (fc1 after its ReLU in our network)."""
     from analysis.internals import embedding_2d_cached
     return embedding_2d_cached(run_dir, epoch, method, n=n)
 
 
 # ---- filters page
 # The Kernels & activations page and the walk-through (also on the Draw page): kernel descriptions,
-# the conv2 kernel summary, and one conv1 unit computed by hand.
+# a multi-channel layer's kernel summary, and one unit of any conv layer computed by hand.
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def kernel_descriptions(run_dir: str, epoch: int) -> pd.DataFrame:
-    """analysis.kernels.describe_kernels of conv1 at an epoch: kernel, responds_to, kind, r, low, high."""
+def kernel_descriptions(run_dir: str, epoch: int, layer: str | None = None) -> pd.DataFrame:
+    """analysis.kernels.describe_kernels of a one-input-channel 3×3 conv layer (None = the first conv):
+    kernel, responds_to, kind, r, low, high. ValueError for other kernel shapes (nothing to name)."""
     from analysis.kernels import describe_kernels
-    return describe_kernels(conv_kernels(run_dir, epoch, "conv1"))
+    kernels = conv_kernels(run_dir, epoch, layer)
+    if kernels.ndim != 3 or kernels.shape[1:] != (3, 3):
+        raise ValueError(f"kernel descriptions read one-channel 3×3 kernels, not {kernels.shape[1:]}")
+    return describe_kernels(kernels)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def conv2_kernel_summary(run_dir: str, epoch: int) -> np.ndarray:
-    """(64,3,3): each conv2 kernel's mean |weight| over its input channels (analysis.kernels)."""
+def kernel_summary(run_dir: str, epoch: int, layer: str) -> np.ndarray:
+    """(out,kh,kw): each kernel of a multi-channel conv layer as its mean |weight| over its input channels
+    (analysis.kernels.mean_abs_over_inputs); conv2 of our network: (64,3,3)."""
     from analysis.kernels import mean_abs_over_inputs
-    return mean_abs_over_inputs(conv_kernels(run_dir, epoch, "conv2"))
+    return mean_abs_over_inputs(conv_kernels(run_dir, epoch, layer))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _conv1_unit(run_dir: str, epoch: int, image: np.ndarray, channel: int, row: int, col: int) -> dict:
-    from analysis.internals import conv1_at
-    return conv1_at(load_model(run_dir, epoch), image, channel, row, col)
+def _conv_unit(run_dir: str, epoch: int, image: np.ndarray, layer: str, channel: int, row: int, col: int) -> dict:
+    from analysis.internals import conv_unit as unit
+    return unit(load_model(run_dir, epoch), _batch(image), layer, channel, row, col)
 
 
-def conv1_unit(run_dir: str, epoch: int, image: np.ndarray, channel: int, row: int, col: int) -> dict:
-    """analysis.internals.conv1_at: one conv1 unit's window, kernel, products, sum, bias, output, and "seen"."""
-    return _conv1_unit(str(run_dir), int(epoch), as_float_image(image), int(channel), int(row), int(col))
+def conv_unit(run_dir: str, epoch: int, image: np.ndarray, layer: str, channel: int, row: int, col: int) -> dict:
+    """analysis.internals.conv_unit: one unit of any conv layer by hand, as analysis.layers.conv_at gives it:
+    window (C,kh,kw) with the padding zeros, kernel, products, sum, bias, output, and "seen" (C,H,W)."""
+    return _conv_unit(str(run_dir), int(epoch), as_float_image(image), str(layer), int(channel), int(row), int(col))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _available_methods(run_dir: str, epoch: int, mtime: float) -> dict[str, str | None]:
+    from analysis.attributions import available_methods as available
+    return available(load_model(run_dir, epoch))
+
+
+def available_methods(run_dir: str, epoch: int) -> dict[str, str | None]:
+    """analysis.attributions.available_methods of the model: {method: None if available, else the reason}."""
+    return dict(_available_methods(str(run_dir), int(epoch), _mtime(runs.checkpoint_path(Path(run_dir), int(epoch)))))
 
 
 # ---- attributions page: progressive rendering
@@ -678,12 +756,14 @@ def attribution_map_figure(run_dir: str, epoch: int, image: np.ndarray, method: 
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _kernel_mosaic_figure(run_dir: str, epoch: int, animate: bool, key: tuple):
+def _kernel_mosaic_figure(run_dir: str, epoch: int, layer: str, name: str, animate: bool, key: tuple):
     from dashboard.maps import kernel_mosaic
-    kernels = {e: conv_kernels(run_dir, e, "conv1") for e in runs.checkpoint_epochs(Path(run_dir))}
-    return kernel_mosaic(kernels, epoch, animate)
+    kernels = {e: conv_kernels(run_dir, e, layer) for e in runs.checkpoint_epochs(Path(run_dir))}
+    return kernel_mosaic(kernels, epoch, animate, name=name)
 
 
-def kernel_mosaic_figure(run_dir: str, epoch: int, animate: bool = False):
-    """dashboard.maps.kernel_mosaic of conv1 at an epoch (with every checkpoint's frame when animated; shared, read-only)."""
-    return _kernel_mosaic_figure(str(run_dir), int(epoch), bool(animate), checkpoints_key(str(run_dir)))
+def kernel_mosaic_figure(run_dir: str, epoch: int, layer: str, name: str, animate: bool = False):
+    """dashboard.maps.kernel_mosaic of a one-input-channel conv layer at an epoch, titled with `name` (with every
+    checkpoint's frame when animated; shared, read-only)."""
+    return _kernel_mosaic_figure(str(run_dir), int(epoch), str(layer), name, bool(animate),
+                                 checkpoints_key(str(run_dir)))

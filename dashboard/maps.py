@@ -100,14 +100,16 @@ def image_figure(image: np.ndarray, title: str | None = None, height: int = 260,
     """A digit or a single feature map as a grayscale heatmap, values on hover.
 
     Args:
-        window: optional (row, col, size): a yellow square drawn around those pixels.
+        window: optional (row, col, size) or (row, col, height, width): a yellow rectangle drawn around those
+            pixels (its top-left may lie outside the image, over a conv layer's padding).
     """
     img = np.asarray(image, dtype=np.float32)
     fig = go.Figure(go.Heatmap(z=img, colorscale=IMAGE, showscale=False,
                                hovertemplate="row %{y}, column %{x}<br>value %{z:.3f}<extra></extra>"))
     if window is not None:
-        r, c, s = window
-        fig.add_shape(type="rect", x0=c - 0.5, x1=c + s - 0.5, y0=r - 0.5, y1=r + s - 0.5,
+        r, c, *size = window
+        wh, ww = (size[0], size[0]) if len(size) == 1 else size
+        fig.add_shape(type="rect", x0=c - 0.5, x1=c + ww - 0.5, y0=r - 0.5, y1=r + wh - 0.5,
                       line=dict(color="#FFD43B", width=3))
     return row_col_ticks(square(fig, height, title), *img.shape[-2:])
 
@@ -300,16 +302,20 @@ def lines_with_gaps(table, group: str, x: str, y: str) -> tuple[np.ndarray, np.n
     return np.asarray(xs), np.asarray(ys), np.asarray(gs)
 
 
-def kernel_mosaic(kernels: dict[int, np.ndarray], start: int, animate: bool = False, cols: int = 8) -> go.Figure:
-    """conv1's kernels as one numbered mosaic, on one colour scale over every given epoch.
+def kernel_mosaic(kernels: dict[int, np.ndarray], start: int, animate: bool = False, cols: int = 8,
+                  name: str = "conv1") -> go.Figure:
+    """A one-input-channel conv layer's kernels (conv1's) as one numbered mosaic, on one colour scale over every
+    given epoch.
 
     Args:
         kernels: {epoch: (count, h, w) kernels}.
         start: the epoch shown.
         animate: add a Plotly animation (a frame per epoch, a slider and a play button). Default: False.
+        name: the layer's name in the title. Default: "conv1".
     """
     epochs = sorted(kernels)
     count, h, w = kernels[start].shape
+    cols = min(cols, count)
     header = header_rows(h)
     grids = {e: mosaic(kernels[e], cols, header=header) for e in (epochs if animate else [start])}
     top = max(float(np.nanmax(np.abs(kernels[e]))) for e in epochs) or 1.0
@@ -322,7 +328,7 @@ def kernel_mosaic(kernels: dict[int, np.ndarray], start: int, animate: bool = Fa
                                         "column %{customdata[2]}<br>%{z:.4f}<extra></extra>")
     fig = go.Figure(data=[heat(start)])
     mosaic_labels(fig, count, h, w, cols, header)
-    title = f"conv1: {count} kernels {h}×{w}, numbered · epoch {start}"
+    title = f"{name}: {count} kernels {h}×{w}, numbered · epoch {start}"
     if animate:
         fig.frames = [go.Frame(data=[heat(e)], name=str(e)) for e in epochs]
         steps = [dict(method="animate", label=str(e), args=[[str(e)], dict(mode="immediate", frame=dict(
@@ -336,7 +342,7 @@ def kernel_mosaic(kernels: dict[int, np.ndarray], start: int, animate: bool = Fa
                               buttons=[dict(label="▶ play", method="animate", args=[None, dict(
                                   frame=dict(duration=700, redraw=True), fromcurrent=False,
                                   transition=dict(duration=0))])])])
-        title = f"conv1: {count} kernels {h}×{w}, numbered (epoch {start} shown; ▶ or the slider for others)"
+        title = f"{name}: {count} kernels {h}×{w}, numbered (epoch {start} shown; ▶ or the slider for others)"
     square(fig, 470 if animate else 400, title)
     fig.update_layout(margin=dict(l=4, r=4, t=34, b=90 if animate else 4))
     return fig

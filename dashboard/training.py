@@ -3,6 +3,9 @@
 A training runs as its own process, never inside the Streamlit server:
 
     python -m model.train --preset quick ... --runs-dir <runs_dir> --name <name>
+    python -m model.train ... --model-file <run>/source/<file> --model-class C --model-kwargs JSON [--input-norm M S]
+
+(the second trains a network defined outside digit-lens again: the class file an imported run keeps)
 
 started with `subprocess.Popen` (cwd = the repository root, a new session so a signal reaches only
 the trainer), its stdout and stderr going to `<runs_dir>/.logs/<stamp>-<name>.log` (a dot folder,
@@ -12,6 +15,7 @@ as soon as it ends (no zombie), whether or not anyone calls `poll`.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -71,6 +75,8 @@ def safe_name(name: str) -> str:
 def build_command(runs_dir: Path | str, name: str, preset: str | None = None, epochs: int | None = None,
                   lr: float | None = None, optimizer: str | None = None, variant: str | None = None,
                   subset: int | None = None, eval_subset: int | None = None,
+                  model_file: Path | str | None = None, model_class: str | None = None,
+                  model_kwargs: dict | None = None, input_norm: tuple[float, float] | list[float] | None = None,
                   extra: list[str] | None = None) -> list[str]:
     """The trainer's command line; options left at None take the preset's (or the trainer's) default.
 
@@ -78,6 +84,9 @@ def build_command(runs_dir: Path | str, name: str, preset: str | None = None, ep
         runs_dir: where the run folder goes (--runs-dir).
         name: the run name (--name).
         preset: "quick", "seed" or None.
+        variant: one of model.net's variants; or, instead, a network class of one's own:
+        model_file, model_class, model_kwargs, input_norm: --model-file (a Python file, e.g. an imported run's
+            source/ copy), --model-class, --model-kwargs (as JSON) and --input-norm MEAN STD.
         extra: more trainer flags, appended as they are (e.g. ["--log-every", "1"]).
     Returns:
         argv for subprocess.Popen, starting with this Python interpreter.
@@ -89,10 +98,20 @@ def build_command(runs_dir: Path | str, name: str, preset: str | None = None, ep
         cmd += ["--preset", preset]
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+    if model_file is not None:
+        if variant is not None:
+            raise ValueError("give a variant or a model file, not both")
+        if not model_class:
+            raise ValueError("a model file needs the name of its class")
     for flag, value in (("--epochs", epochs), ("--lr", lr), ("--optimizer", optimizer), ("--variant", variant),
                         ("--subset", subset), ("--eval-subset", eval_subset)):
         if value is not None:
             cmd += [flag, str(value)]
+    if model_file is not None:
+        cmd += ["--model-file", str(model_file), "--model-class", str(model_class),
+                "--model-kwargs", json.dumps(model_kwargs or {})]
+        if input_norm is not None:
+            cmd += ["--input-norm", *(str(float(v)) for v in input_norm)]
     return cmd + ["--runs-dir", str(runs_dir), "--name", safe_name(name)] + list(extra or [])
 
 

@@ -1,17 +1,23 @@
 """The layer-by-layer walk-through of one input, in the spirit of CNN Explainer (Wang et al. 2020).
 
+Every stage that analysis.internals.activations records, in the order the forward pass runs it; for our
+own network:
+
     input 1x28x28 -> conv1 32x26x26 -> ReLU -> pool 32x13x13 -> conv2 64x11x11 -> ReLU -> pool 64x5x5
           -> fc1 4608 (-> ReLU) -> logits 10 -> softmax 10
 
-Shared by the "Kernels & activations" and "Draw a digit" pages. Every stage is drawn with its shape
-written on it and every channel numbered. Clicking a unit of a conv1 channel (in the stage mosaic,
-when `render_walkthrough(clickable=True)` and `render_conv1_click(mosaic_key=...)`, or in the one
-channel drawn by `render_conv1_click`) picks the kernel and the position at once and shows the 3x3
-window of the input, the kernel and their multiply-and-sum with the numbers. The numbers come from
-analysis.internals.conv1_at (through dashboard.cache); this module only draws them.
+and for any other network the layers `cache.layers` (analysis.layers.discover) found, titled with their
+names, kinds and shapes. Shared by the "Kernels & activations" and "Draw a digit" pages. Every stage is
+drawn with its shape written on it and every channel numbered: maps (channels×height×width) as mosaics,
+vectors as rows of cells, the logits and the softmax as bars at the end. Clicking a unit of a channel of
+the first conv layer (in the stage mosaic, when `render_walkthrough(clickable=True)` and
+`render_conv1_click(mosaic_key=...)`, or in the one channel drawn by `render_conv1_click`) picks the kernel
+and the position at once and shows the input window under the kernel (any kernel size; padding zeros
+included), the kernel and their multiply-and-sum with the numbers. The numbers come from
+analysis.internals.conv_unit (through dashboard.cache); this module only draws them.
 
-Words: a kernel is the weights of one output channel (conv1 kernel 3: 3x3); a channel is one output
-map (conv1 channel 3: what kernel 3 computes at every position, 26x26); a unit is one value of a map.
+Words: a kernel is the weights of one output channel (conv1 kernel 3: 3x3); a channel is one output map
+(conv1 channel 3: what kernel 3 computes at every position, 26x26); a unit is one value of a map.
 """
 from __future__ import annotations
 
@@ -22,6 +28,11 @@ import streamlit as st
 from analysis.internals import active_units, strongest_position
 from dashboard import cache, maps
 from model.net import VARIANTS
+
+CIRCLED = "①②③④⑤⑥⑦⑧⑨⑩⑪⑫⑬⑭⑮⑯⑰⑱⑲⑳"
+MAPLIKE_KINDS = ("Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Sigmoid",
+                 "Tanh", "Softplus", "PReLU")   # stages whose meaning the walk-through's words already cover
+MAX_TERMS = 81          # the multiply-and-sum is written out term by term up to a 9x9 window
 
 
 def _num(x: float, digits: int = 4) -> str:
@@ -39,9 +50,19 @@ def _cols_for(channels: int) -> int:
     return 8 if channels >= 16 else max(1, channels)
 
 
-def mosaic_key(walk_key: str) -> str:
-    """The widget key of the conv1 stage mosaic drawn by `render_walkthrough(key=walk_key)`."""
-    return f"{walk_key}_stage_conv1"
+def mosaic_key(walk_key: str, layer: str = "conv1") -> str:
+    """The widget key of the stage mosaic of `layer` (the first conv layer) drawn by `render_walkthrough(key=walk_key)`."""
+    return f"{walk_key}_stage_{layer}"
+
+
+def number(i: int) -> str:
+    """Stage numbers ①, ②, … (then "(21)", "(22)", …)."""
+    return CIRCLED[i - 1] if 1 <= i <= len(CIRCLED) else f"({i})"
+
+
+def display_name(short: str) -> str:
+    """A layer's name in a sentence: "conv1", or "layer 0" for an nn.Sequential's numbered layers."""
+    return f"layer {short}" if short.split("#")[0].isdigit() else short
 
 
 def fc1_sentence(n_in: int, n_fc: int) -> str:
@@ -77,48 +98,107 @@ def _clickable_mosaic(acts: np.ndarray, title: str) -> go.Figure:
     return fig
 
 
+def stage_title(i: int, name: str, a: np.ndarray, layer, label: str, geometry: dict | None,
+                flattened: int | None = None) -> str:
+    """The numbered title of one stage: the layer's name and kind, what it does, the shape of its output.
+
+    Args:
+        layer: the analysis.layers.Layer of the stage (None for the input).
+        label: `cache.layer_labels`' name of it, e.g. "conv1 (Conv2d 32×3×3)".
+        geometry: `cache.conv_geometry`'s entry when the layer is a Conv2d.
+        flattened: the size this map is flattened to before the next (1-D) stage, if so.
+    """
+    shape = _shape(a)
+    if layer is None:
+        return f"{number(i)} {name} · {shape}"
+    again = f" (call {name.split('#')[1]})" if "#" in name else ""
+    short = layer.short + again
+    if geometry is not None:
+        kernel = "×".join(str(v) for v in (geometry["in"], *geometry["kernel"]))
+        text = f"{short} (Conv2d): {geometry['out']} kernels {kernel} → {geometry['out']} channels"
+    elif layer.kind == "Linear":
+        text = f"{short} (Linear): {layer.in_shape[-1] if layer.in_shape else '?'} → {a.size} units"
+    elif layer.kind == "ReLU":
+        text = f"{short} (ReLU: negatives → 0)"
+    else:
+        text = label.replace(layer.short, short, 1) if label else f"{short} ({layer.kind})"
+    extra = ""
+    if a.ndim == 1 and layer.kind in MAPLIKE_KINDS and layer.kind not in ("Linear",) and float(a.min()) >= 0:
+        extra = f" ({active_units(a)} active)"
+    if flattened:
+        extra += f" (flattened: {flattened})"
+    return f"{number(i)} {text} · {shape}{extra}"
+
+
+def _stage_figure(a: np.ndarray, title: str, clickable: bool) -> go.Figure:
+    """One stage drawn by its shape: the input as an image, maps as a numbered mosaic, vectors as rows of cells."""
+    signed = float(np.nanmin(a)) < 0 if a.size else False
+    if clickable:
+        return _clickable_mosaic(a, title + " · click a unit")
+    if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
+        if a.shape[0] == 1:
+            return maps.image_figure(a[0], title, height=300)
+        return maps.mosaic_figure(a, _cols_for(a.shape[0]), title, signed=signed,
+                                  height=300 if a.shape[0] <= 32 else 420)
+    v = a.ravel()
+    return maps.vector_figure(v, title, cols=96 if v.size % 96 == 0 else 64, signed=signed)
+
+
 def render_walkthrough(run_dir: str, epoch: int, image: np.ndarray, key: str,
                        clickable: bool = False) -> dict[str, np.ndarray]:
     """Draw every stage of the forward pass of one image (28,28) at (run, epoch); returns the activations.
 
+    Stages come in the order the forward pass runs them (analysis.internals.activations), numbered, titled
+    with the layer's name, kind and output shape; the final Linear layer's output is the logits, drawn as
+    bars with the softmax after it.
+
     Args:
-        clickable: make the conv1 mosaic clickable (its key is `mosaic_key(key)`; pass it to
-            `render_conv1_click`, which reads the click). Default: False.
+        clickable: make the first conv layer's mosaic clickable (its key is `mosaic_key(key, layer)`; pass it
+            to `render_conv1_click`, which reads the click). Default: False.
     """
     acts = cache.activations(run_dir, epoch, image)
-    n_fc, n_in = acts["relu3"].size, acts["pool2"].size
-    stages = [
-        ("input", f"① input · {_shape(acts['input'])}", "image"),
-        ("conv1", f"② conv1: 32 kernels 3×3 → 32 channels · {_shape(acts['conv1'])}", "signed"),
-        ("relu1", f"③ ReLU (negatives → 0) · {_shape(acts['relu1'])}", "magnitude"),
-        ("pool1", f"④ max-pool 2×2 · {_shape(acts['pool1'])}", "magnitude"),
-        ("conv2", f"⑤ conv2: 64 kernels 32×3×3 → 64 channels · {_shape(acts['conv2'])}", "signed"),
-        ("relu2", f"⑥ ReLU · {_shape(acts['relu2'])}", "magnitude"),
-        ("pool2", f"⑦ max-pool 2×2 · {_shape(acts['pool2'])} (flattened: {n_in})", "magnitude"),
-        ("relu3", f"⑧ {n_in} → fc1 → ReLU · {n_fc} units ({active_units(acts['relu3'])} active)", "vector"),
-    ]
-    for left, right in zip(stages[0::2], stages[1::2]):
+    found = cache.layers(run_dir, epoch)
+    labels = cache.layer_labels(run_dir, epoch)
+    geometry = cache.conv_geometry(run_dir, epoch)
+    by_name = {layer.name: layer for layer in found.order}
+    first_conv = found.convs[0] if found.convs else None
+    names = [n for n in acts if n not in ("logits", "softmax")]
+    if names and names[-1] == found.final and acts[names[-1]].shape == acts["logits"].shape:
+        names = names[:-1]                     # the final layer's output is the logits, drawn as bars below
+    if not found.chain:
+        st.info("This network has **branches** (a residual addition or a concatenation), so the stages are listed "
+                "in the order they run: a stage's input is not always the stage drawn before it, and the additions "
+                "themselves are not layers and are not drawn.")
+    stages = []
+    for i, name in enumerate(names, start=1):
+        a = acts[name]
+        base = name.split("#")[0]
+        nxt = acts[names[i]] if i < len(names) else acts["logits"]
+        flat = a.size if a.ndim == 3 and nxt.ndim == 1 and a.shape[1] * a.shape[2] > 1 else None
+        title = stage_title(i, name, a, by_name.get(base), labels.get(base, ""),
+                            geometry.get(base) if "#" not in name else None, flat)
+        stages.append((name, title, clickable and name == first_conv and a.ndim == 3))
+    for pair in (stages[j:j + 2] for j in range(0, len(stages), 2)):
         cols = st.columns(2)
-        for col, (name, title, kind) in zip(cols, (left, right)):
-            a = acts[name]
+        for col, (name, title, click) in zip(cols, pair):
             chart = dict(width="stretch", key=f"{key}_stage_{name}")
-            if name == "conv1" and clickable:
-                fig = _clickable_mosaic(a, title + " · click a unit")
+            if click:
                 chart.update(on_select="rerun", selection_mode="points")
-            elif kind == "vector":
-                fig = maps.vector_figure(a, title, cols=96 if n_fc % 96 == 0 else 64)
-            elif a.shape[0] == 1:
-                fig = maps.image_figure(a[0], title, height=300)
-            else:
-                fig = maps.mosaic_figure(a, _cols_for(a.shape[0]), title, signed=kind == "signed",
-                                         height=300 if a.shape[0] <= 32 else 420)
-            col.plotly_chart(fig, **chart)
-    st.caption(fc1_sentence(n_in, n_fc))
+            col.plotly_chart(_stage_figure(acts[name], title, click), **chart)
+    others = sorted({by_name[n.split("#")[0]].kind for n in names[1:] if n.split("#")[0] in by_name}
+                    - set(MAPLIKE_KINDS))
+    if others:
+        st.caption(f"The {', '.join(others)} stages are drawn as their output maps; the by-hand view below covers "
+                   "convolutions.")
+    if cache.load_config(run_dir).source is None and "relu3" in acts and "pool2" in acts:
+        st.caption(fc1_sentence(acts["pool2"].size, acts["relu3"].size))
     pred = int(np.argmax(acts["softmax"]))
+    n = len(names) + 1
+    final = f" ({display_name(by_name[found.final].short)})" if found.final in by_name else ""
     c1, c2 = st.columns(2)
-    c1.plotly_chart(maps.probability_bars(acts["logits"], f"⑨ logits (fc2) · {acts['logits'].size}", pred,
+    c1.plotly_chart(maps.probability_bars(acts["logits"], f"{number(n)} logits{final} · {acts['logits'].size}", pred,
                                           label="logit"), width="stretch", key=f"{key}_stage_logits")
-    c2.plotly_chart(maps.probability_bars(acts["softmax"], f"⑩ softmax · {acts['softmax'].size} "
+    c2.plotly_chart(maps.probability_bars(acts["softmax"], f"{number(n + 1)} softmax · {acts['softmax'].size} "
                                           f"(prediction {pred})", pred), width="stretch", key=f"{key}_stage_softmax")
     return acts
 
@@ -172,15 +252,25 @@ def _click_figure(fmap: np.ndarray, row: int, col: int, title: str) -> go.Figure
 
 
 def render_conv1_click(run_dir: str, epoch: int, image: np.ndarray, acts: dict[str, np.ndarray], key: str,
-                       mosaic_key: str | None = None, name: str | None = None) -> dict:
-    """One conv1 unit computed by hand: its 3x3 input window, the kernel, and the multiply-and-sum.
+                       mosaic_key: str | None = None, name: str | None = None) -> dict | None:
+    """One unit of the first conv layer computed by hand: its input window, the kernel, the multiply-and-sum.
 
-    The unit comes from a click on the conv1 mosaic of the walk-through (`mosaic_key`: kernel, row and
-    column at once), a click on the one channel drawn here (row and column), or the three number inputs
-    (keyboard; also how tests drive it). `name` names the example in the sentence ("val #115").
-    Returns analysis.internals.conv1_at's result.
+    Any kernel size, stride and zero padding: the window is the one analysis.layers.conv_at reads, padding
+    zeros included. The unit comes from a click on the layer's mosaic in the walk-through (`mosaic_key`:
+    kernel, row and column at once), a click on the one channel drawn here (row and column), or the three
+    number inputs (keyboard; also how tests drive it). `name` names the example in the sentence ("val #115").
+    Returns analysis.internals.conv_unit's result (None when the network has no conv layer).
     """
-    shape = acts["conv1"].shape
+    found = cache.layers(run_dir, epoch)
+    if not found.convs:
+        st.info("This network has no convolution layer: there is no kernel to compute by hand.")
+        return None
+    layer = found.convs[0]
+    short = display_name(found.get(layer).short)
+    geometry = cache.conv_geometry(run_dir, epoch)[layer]
+    kh, kw = geometry["kernel"]
+    fmap = acts[layer]
+    shape = fmap.shape
     n_ch, out_h, out_w = shape
     chart_key, channel_key, row_key, col_key = f"{key}_click", f"{key}_channel", f"{key}_row", f"{key}_col"
     # a new click (on either chart) wins over the inputs; the same click is not re-applied on later reruns
@@ -198,7 +288,7 @@ def render_conv1_click(run_dir: str, epoch: int, image: np.ndarray, acts: dict[s
     c0, c1, c2 = st.columns(3)
     if not 0 <= st.session_state.get(channel_key, 0) < n_ch:
         st.session_state[channel_key] = 0
-    channel = int(c0.number_input("conv1 kernel (= channel)", 0, n_ch - 1, key=channel_key,
+    channel = int(c0.number_input(f"{short} kernel (= channel)", 0, n_ch - 1, key=channel_key,
                                   help="Kernel k computes channel k."))
     # start on the unit where this channel responds most (a window on the ink, not an all-zero corner);
     # a new image moves it there again, a click or typed row/column moves it anywhere
@@ -207,34 +297,68 @@ def render_conv1_click(run_dir: str, epoch: int, image: np.ndarray, acts: dict[s
         st.session_state.pop(row_key, None)
         st.session_state.pop(col_key, None)
     st.session_state[image_key] = image_id
+    for k in (row_key, col_key):                    # another model may have a smaller map
+        if k in st.session_state and not 0 <= st.session_state[k] < (out_h if k == row_key else out_w):
+            st.session_state.pop(k)
     if row_key not in st.session_state or col_key not in st.session_state:
-        best_r, best_c = strongest_position(acts["conv1"][channel])
+        best_r, best_c = strongest_position(fmap[channel])
         st.session_state.setdefault(row_key, best_r)
         st.session_state.setdefault(col_key, best_c)
     row = int(c1.number_input("row", 0, out_h - 1, key=row_key))
     col = int(c2.number_input("column", 0, out_w - 1, key=col_key))
 
-    result = cache.conv1_unit(run_dir, epoch, image, channel, row, col)
-    left, right = st.columns(2)
-    left.plotly_chart(maps.image_figure(result["seen"], f"input · the 3×3 window at row {row}, column {col}",
-                                        height=330, window=(row, col, 3)), width="stretch", key=f"{key}_click_input")
-    with right:
-        st.plotly_chart(_click_figure(acts["conv1"][channel], row, col,
-                                      f"conv1 channel {channel} · 26×26 · click a unit"),
+    result = cache.conv_unit(run_dir, epoch, image, layer, channel, row, col)
+    window, kernel, products = (np.asarray(result[k]) for k in ("window", "kernel", "products"))
+    if window.ndim == 2:                              # a squeezed one-input-channel window
+        window, kernel, products = window[None], kernel[None], products[None]
+    seen = np.asarray(result["seen"])
+    seen = seen if seen.ndim == 3 else seen[None]
+    (sh, sw), (ph, pw), (dh, dw) = geometry["stride"], geometry["padding"], geometry["dilation"]
+    size = f"{kh}×{kw}"
+    top, left = row * sh - ph, col * sw - pw
+    left_col, right_col = st.columns(2)
+    left_col.plotly_chart(maps.image_figure(seen[0], f"input · the {size} window at row {row}, column {col}",
+                                            height=330, window=(top, left, dh * (kh - 1) + 1, dw * (kw - 1) + 1)),
+                          width="stretch", key=f"{key}_click_input")
+    with right_col:
+        st.plotly_chart(_click_figure(fmap[channel], row, col,
+                                      f"{short} channel {channel} · {out_h}×{out_w} · click a unit"),
                         width="stretch", key=chart_key, on_select="rerun", selection_mode="points")
+    height = 220 if max(kh, kw) <= 3 else min(460, 60 + 40 * max(kh, kw))
+    if window.shape[0] == 1:
+        shown = (window[0], kernel[0], products[0])
+        where = ""
+    else:                                             # several input channels: the first one's slice
+        shown = (window[0], kernel[0], products[0])
+        where = f" · input channel 0 of {window.shape[0]}"
     a, b, c = st.columns(3)
-    a.plotly_chart(maps.numbers_figure(result["window"], "input window (3×3)", image=True),
+    a.plotly_chart(maps.numbers_figure(shown[0], f"input window ({size}){where}", image=True, height=height),
                    width="stretch", key=f"{key}_win")
-    b.plotly_chart(maps.numbers_figure(result["kernel"], f"conv1 kernel {channel} (3×3)"),
+    b.plotly_chart(maps.numbers_figure(shown[1], f"{short} kernel {channel} ({size}){where}", height=height),
                    width="stretch", key=f"{key}_kernel")
-    c.plotly_chart(maps.numbers_figure(result["products"], "window × kernel"),
+    c.plotly_chart(maps.numbers_figure(shown[2], f"window × kernel{where}", height=height),
                    width="stretch", key=f"{key}_products")
-    terms = " + ".join(f"({_num(w, 2)}×{_num(k, 2)})" for w, k in zip(result["window"].ravel(),
-                                                                        result["kernel"].ravel()))
+    if window.size <= MAX_TERMS:
+        terms = " + ".join(f"({_num(w, 2)}×{_num(k, 2)})" for w, k in zip(window.ravel(), kernel.ravel()))
+    else:
+        terms = f"the sum of the {window.size} products"
     of = f" of {name}" if name else ""
     st.markdown(f"**Multiply and sum:** {terms} = **{_num(result['sum'])}**; "
                 f"plus the bias {_num(result['bias'])} gives **{_num(result['output'])}**, "
-                f"conv1 channel {channel} at row {row}, column {col}{of}.")
-    st.caption(f"The forward pass computed {_num(acts['conv1'][channel, row, col])} at the same place; "
-               f"after the ReLU it is {_num(acts['relu1'][channel, row, col])}.")
+                f"{short} channel {channel} at row {row}, column {col}{of}.")
+    notes = []
+    if ph or pw:
+        notes.append(f"The layer pads its input with {ph} row(s) and {pw} column(s) of zeros on each side, so a "
+                     "window at the border covers zeros outside the image (they are in the numbers above).")
+    if (sh, sw) != (1, 1):
+        notes.append(f"It moves by a stride of {sh}×{sw}: output row {row} starts at input row {top}.")
+    if window.shape[0] > 1:
+        notes.append(f"The kernel reads {window.shape[0]} input channels; the figures show the first one, the sum "
+                     "covers all of them.")
+    forward = f"The forward pass computed {_num(fmap[channel, row, col])} at the same place"
+    act = found.activation_of.get(layer)
+    if act in acts and acts[act].shape == fmap.shape:
+        forward += f"; after {display_name(found.get(act).short)} ({found.get(act).kind}) it is " \
+                   f"{_num(acts[act][channel, row, col])}"
+    st.caption(" ".join([forward + "."] + notes))
     return result

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.attributions import BASELINES, METHOD_INFO, METHODS
+from analysis.attributions import BASELINES, METHOD_INFO, METHODS, MethodUnavailable
 from analysis.examples import ORDERS, OUTCOMES, filter_examples
 from dashboard import cache, maps, state, ui
 
@@ -36,6 +36,9 @@ ui.intro(
   fall faster (lower area under the curve, AUC) than blacking out pixels in random order.
 - Guided Backprop and Guided Grad-CAM look sharp but are known to fail the sanity check: read them as
   pictures of the input's edges, not of the model's reasoning.
+- **Methods this model cannot run** are marked *(unavailable)* and say why instead of drawing a map:
+  DeepLift, Guided Backprop, Deconvolution and Guided Grad-CAM hook the non-linearity *modules*, and would
+  silently miss a non-linearity the model's code calls as a function.
 - **Class means** average one method's map over many test images of a class; **Compare epochs** shows the
   same example at two epochs; **Fragility** nudges every pixel a little (FGSM) until the answer flips.
 """)
@@ -57,6 +60,24 @@ pred_epoch = epoch if epoch in pred_epochs else pred_epochs[-1]
 
 def name(method: str) -> str:
     return METHOD_INFO[method].name
+
+
+found = cache.layers(run_dir, epoch)                               # the model's own layers
+layer_labels = cache.layer_labels(run_dir, epoch)
+UNAVAILABLE = {m: why for m, why in cache.available_methods(run_dir, epoch).items() if why}
+
+
+def listed_name(method: str) -> str:
+    """A method's name in the pickers, marked when this model cannot run it."""
+    return name(method) + (" (unavailable)" if method in UNAVAILABLE else "")
+
+
+def unavailable_note(method: str, where=st) -> bool:
+    """Say why `method` cannot run on this model (instead of a map); True when it cannot."""
+    if method not in UNAVAILABLE:
+        return False
+    where.info(f"**{name(method)} is unavailable for this model:** {UNAVAILABLE[method]}")
+    return True
 
 
 # ----------------------------------------------------------------------------- the example
@@ -116,7 +137,9 @@ if pred != true:
 # ----------------------------------------------------------------------------- controls
 
 k1, k2, k3, k4 = st.columns([3, 1.4, 1, 1])
-methods = k1.multiselect("Methods", list(METHODS), default=DEFAULT_METHODS, key="attr_methods", format_func=name)
+methods = k1.multiselect("Methods", list(METHODS), default=[m for m in DEFAULT_METHODS if m not in UNAVAILABLE],
+                         key="attr_methods", format_func=listed_name,
+                         help="Methods marked (unavailable) cannot run on this model; picking one says why.")
 # Labels never depend on the example: Streamlit keeps a select widget's value as its label, so a label that
 # changed with the example ("predicted (7)") would no longer match when the example changes.
 target_choice = k2.selectbox("Explain class", [PREDICTED, *range(10)], key="attr_target",
@@ -143,8 +166,16 @@ with st.expander("Method settings"):
     occ_window = s3.slider("Window (px)", 1, 14, 4, key="attr_occ_window")
     occ_stride = s3.slider("Stride (px)", 1, 7, 2, key="attr_occ_stride")
     s4.markdown("**Grad-CAM / Guided Grad-CAM**")
-    cam_layer = s4.selectbox("Layer", ["conv2", "conv1"], key="attr_cam_layer",
-                             help="conv2 is coarse (11×11) but more semantic; conv1 finer (26×26).")
+    if st.session_state.get("attr_cam_layer") not in found.convs:       # another model's layer, or none yet
+        st.session_state.pop("attr_cam_layer", None)
+    if found.convs:
+        cam_layer = s4.selectbox("Layer", list(found.convs), index=len(found.convs) - 1, key="attr_cam_layer",
+                                 format_func=lambda n: layer_labels.get(n, n),
+                                 help="The model's conv layers in forward order. The last one (the default) is "
+                                      "coarse but more semantic; earlier ones are finer.")
+    else:
+        cam_layer = None
+        s4.caption("This network has no conv layer: Grad-CAM has no feature map to weigh.")
 
 SETTINGS = {
     "integrated_gradients": {"steps": ig_steps, "baseline": baseline},
@@ -242,9 +273,16 @@ def constant_note(attr: np.ndarray, where=st) -> None:
 
 
 def render_map(method: str, column, key: str):
-    """Draw one map under its column; return (the empty slot for its trust figures, its convergence delta)."""
+    """Draw one map under its column; return (the empty slot for its trust figures, its convergence delta), or
+    None when the method cannot run on this model (the reason is shown instead)."""
     with column:
-        attr, delta = cache.attribution(run_dir, epoch, image, method, target, options(method))
+        if unavailable_note(method):
+            return None
+        try:
+            attr, delta = cache.attribution(run_dir, epoch, image, method, target, options(method))
+        except MethodUnavailable as e:
+            st.info(f"**{name(method)} is unavailable for this model:** {e}")
+            return None
         info = METHOD_INFO[method]
         st.plotly_chart(cache.attribution_map_figure(run_dir, epoch, image, method, target, options(method),
                                                      f"{info.name} → class {target}", overlay),
@@ -277,14 +315,19 @@ if view == "Maps":
     for start in range(0, len(methods), MAPS_PER_ROW):
         cols = st.columns(MAPS_PER_ROW)
         for col, method in zip(cols, methods[start:start + MAPS_PER_ROW]):
-            slots[method] = render_map(method, col, f"attr_map_{method}")
+            drawn = render_map(method, col, f"attr_map_{method}")
+            if drawn is not None:
+                slots[method] = drawn
     if trust_on:
         for method, (slot, delta) in slots.items():
             with slot.container():
                 render_trust(method, delta)
 
 elif view == "All ten classes":
-    all_method = st.selectbox("Method", list(METHODS), index=first_method, key="attr_all_method", format_func=name)
+    all_method = st.selectbox("Method", list(METHODS), index=first_method, key="attr_all_method",
+                              format_func=listed_name)
+    if unavailable_note(all_method):
+        st.stop()
     all_maps = cache.all_class_attributions(run_dir, epoch, image, all_method, options(all_method))
     titles = [f"{'▶ ' if c == pred else ''}{c} · p={model_probs[c]:.2f}" for c in range(10)]
     st.plotly_chart(maps.maps_grid(all_maps, titles, METHOD_INFO[all_method].signed, cols=5,
@@ -301,7 +344,9 @@ elif view == "Class means":
     mean_class = true if mean_choice == EXAMPLE_CLASS else int(mean_choice)
     m1.caption(f"class {mean_class}" + (f" (the true class of {ex.name})" if mean_choice == EXAMPLE_CLASS else ""))
     mean_method = m2.selectbox("Method", list(METHODS), index=first_method, key="attr_mean_method",
-                               format_func=name)
+                               format_func=listed_name)
+    if unavailable_note(mean_method):
+        st.stop()
     mean_n = m3.slider("Images (N)", 5, 500, 50, 5, key="attr_mean_n")
     if st.toggle("Compute the class mean", key="attr_mean_on",
                  help="Runs the method on N images the first time (seconds to a minute); then it is cached."):
@@ -321,7 +366,10 @@ elif view == "Compare epochs":
     e1, e2, e3 = st.columns(3)
     epoch_a = e1.selectbox("Epoch A", ckpts, index=0, key="attr_cmp_a")
     epoch_b = e2.selectbox("Epoch B", ckpts, index=ckpts.index(epoch), key="attr_cmp_b")
-    cmp_method = e3.selectbox("Method", list(METHODS), index=first_method, key="attr_cmp_method", format_func=name)
+    cmp_method = e3.selectbox("Method", list(METHODS), index=first_method, key="attr_cmp_method",
+                              format_func=listed_name)
+    if unavailable_note(cmp_method):
+        st.stop()
     cols = st.columns(2)
     for col, e, tag in zip(cols, (epoch_a, epoch_b), "ab"):
         p = cache.activations(run_dir, e, image)["softmax"]
@@ -341,7 +389,8 @@ elif view == "Fragility":
                 f"lowers the network's confidence in its answer ({pred}).")
     g1, g2 = st.columns([2, 1])
     eps = g1.slider("ε (change per pixel, on a 0–1 scale)", 0.0, 0.5, 0.1, 0.01, key="attr_eps")
-    frag_method = g2.selectbox("Map", list(METHODS), index=first_method, key="attr_frag_method", format_func=name)
+    frag_method = g2.selectbox("Map", list(METHODS), index=first_method, key="attr_frag_method",
+                               format_func=listed_name)
     adv = cache.fgsm_image(run_dir, epoch, image, pred, eps)
     adv_probs = cache.activations(run_dir, epoch, adv)["softmax"]
     adv_pred = int(np.argmax(adv_probs))
@@ -361,6 +410,8 @@ elif view == "Fragility":
                    key="attr_adv_probs")
     c.plotly_chart(maps.attribution_figure(adv - image, True, "the change (perturbed − original)"),
                    width="stretch", key="attr_adv_diff")
+    if unavailable_note(frag_method):
+        st.stop()
     signed = METHOD_INFO[frag_method].signed
     before, _ = cache.attribution(run_dir, epoch, image, frag_method, pred, options(frag_method))
     after, _ = cache.attribution(run_dir, epoch, adv, frag_method, pred, options(frag_method))

@@ -1,4 +1,6 @@
 """Runs: every training run at a glance, a comparison of several, a report to download, and training from the page."""
+import json
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -23,13 +25,17 @@ ui.intro(
     """
 - **Status**: 🟢 completed, 🔵 running, 🟠 interrupted (stopped; its finished epochs are kept), 🔴 failed,
   📥 imported (a checkpoint brought in from elsewhere).
+- **Architecture**: the variant of our network (seed, small-fc, …), or for a network brought in from
+  elsewhere (`python -m model.import_checkpoint`) its class or archive, what its last layer returns and
+  how it wants its input normalised.
 - **Best epoch** is the epoch with the lowest validation loss (the one the sidebar starts at); *val acc*
   and *test acc* are measured at that epoch. *Top val acc* is the highest validation accuracy of any epoch.
 - **Duration** adds up the time of the finished epochs.
 - **Compare**: the validation curves of the picked runs on one chart, and only the settings that differ
   between them (everything else was the same).
 - **Train a run**: the training runs as its own process (`python -m model.train`), so the dashboard stays
-  responsive and the run keeps going if you close the tab. *Stop* ends it cleanly: the run is marked
+  responsive and the run keeps going if you close the tab. The architecture is one of our variants or the
+  class of an imported run (trained from its kept class file, `--model-file`). *Stop* ends it cleanly: the run is marked
   interrupted and every finished epoch stays usable. One training at a time (the CPU is shared).
 """)
 
@@ -40,7 +46,8 @@ for launch in launches:
 
 def start_training(**options) -> None:
     """Launch a training process into the runs folder and remember it in this session."""
-    name = options.pop("name", None) or options.get("preset") or options.get("variant") or "run"
+    name = options.pop("name", None) or options.get("preset") or options.get("variant") or options.get(
+        "model_class") or "run"
     launches.append(training.launch(sel.runs_dir, name, **options))
 
 
@@ -112,7 +119,7 @@ def summary_row(run) -> dict:
     """One row of the runs table: the run's settings and its analysis.curves.run_summary (accuracies as fractions)."""
     t = run.config.train
     row = {"run": run.run_id, "name": run.name, "status": state.badge(run),
-           "variant": run.config.variant, "optimizer": t.optimizer, "lr": t.lr,
+           "architecture": run.config.architecture, "optimizer": t.optimizer, "lr": t.lr,
            "epochs": f"{run.last_epoch}/{t.epochs}", "best epoch": None, "val acc": np.nan,
            "test acc": np.nan, "top val acc": np.nan, "duration": "—", "started": run.started_at[:16].replace("T", " ")}
     try:
@@ -159,7 +166,8 @@ if sel.runs:
                                                                        help="started YYYYMMDD-HHMMSS, then the name"),
                                     "name": st.column_config.TextColumn(width=80),
                                     "status": st.column_config.TextColumn(width=160),
-                                    "variant": st.column_config.TextColumn(width=60),
+                                    "architecture": st.column_config.TextColumn(
+                                        width=110, help="our variant, or the imported network's class or archive"),
                                     "optimizer": st.column_config.TextColumn(width=72),
                                     "lr": st.column_config.NumberColumn(format="%g", width=45),
                                     "epochs": st.column_config.TextColumn(width=58, help="finished / planned"),
@@ -208,6 +216,7 @@ if sel.runs:
     st.subheader("Report of the selected run")
     if sel.run is not None and sel.epochs and not sel.problem:
         run_dir, epoch = sel.run_dir, sel.epoch
+        st.markdown(f"**Architecture** of {sel.run.name}: {sel.run.config.architecture}")
         st.markdown(f"One HTML file for **{sel.run.name}** (`{sel.run.run_id}`), epoch {epoch}: curves, the "
                     "overfitting verdict, the confusion matrix and the per-class table. It opens offline.")
         st.download_button("⬇️ Download the HTML report", lambda: report.build_report(run_dir, epoch, "val"),
@@ -227,6 +236,24 @@ preset = st.radio("Preset", ["quick", "seed", "custom"], key="runs_preset", hori
                                "seed": "seed notebook (10 epochs, all 60,000, validate on test)",
                                "custom": "custom"}.get)
 base = {**TrainConfig().to_dict(), **OTHER_DEFAULTS, **PRESETS.get(preset, {})}
+# the architectures to train: our variants, and the class of every imported class-file run (one entry per class
+# file, class and arguments); a class run's choice is "run:<run id>", trained from <run>/<source.file>
+CLASS_RUNS = {}
+for r in sel.runs:
+    src = r.config.source
+    if src is not None and src.kind == "class" and src.class_name:
+        same = (src.sha256, src.class_name, json.dumps(src.kwargs, sort_keys=True), tuple(src.input_norm or ()))
+        if same not in {k for k, _ in CLASS_RUNS.values()}:
+            CLASS_RUNS[f"run:{r.run_id}"] = (same, r)
+ARCHITECTURES = list(VARIANTS) + list(CLASS_RUNS)
+
+
+def architecture_name(choice: str) -> str:
+    if choice in CLASS_RUNS:
+        run = CLASS_RUNS[choice][1]
+        return f"{run.config.architecture} · from {run.name}"
+    return choice
+
 with st.form("runs_train_form", border=True):
     c1, c2, c3 = st.columns(3)
     name = c1.text_input("Name", value=preset if preset != "custom" else "custom", key=f"runs_f_name_{preset}")
@@ -234,8 +261,10 @@ with st.form("runs_train_form", border=True):
     lr = c2.number_input("Learning rate", 1e-5, 1.0, float(base["lr"]), format="%g", key=f"runs_f_lr_{preset}")
     optimizer = c2.selectbox("Optimizer", list(training.OPTIMIZERS), key=f"runs_f_opt_{preset}",
                              index=list(training.OPTIMIZERS).index(base["optimizer"]))
-    variant = c3.selectbox("Variant", list(VARIANTS), index=list(VARIANTS).index(base["variant"]),
-                           key=f"runs_f_variant_{preset}", help="Architecture variant (model/net.py).")
+    variant = c3.selectbox("Architecture", ARCHITECTURES, index=ARCHITECTURES.index(base["variant"]),
+                           key=f"runs_f_variant_{preset}", format_func=architecture_name,
+                           help="A variant of our network (model/net.py), or the class of an imported run "
+                                "(trained from the class file the run keeps).")
     subset = c3.number_input("Training examples (0 = all)", 0, 60000, int(base["subset"]), step=1000,
                              key=f"runs_f_subset_{preset}")
     eval_subset = c1.number_input("Validation/test examples (0 = all)", 0, 10000, int(base["eval_subset"]), step=500,
@@ -244,6 +273,12 @@ with st.form("runs_train_form", border=True):
     if running:
         st.caption("A training started here is still running: stop it or wait for it to finish.")
 if submitted and not running:
+    network = {"variant": variant}
+    if variant in CLASS_RUNS:
+        run = CLASS_RUNS[variant][1]
+        src = run.config.source
+        network = {"model_file": str(run.path / src.file), "model_class": src.class_name, "model_kwargs": src.kwargs,
+                   "input_norm": src.input_norm}
     start_training(name=name, preset=None if preset == "custom" else preset, epochs=int(epochs), lr=float(lr),
-                   optimizer=optimizer, variant=variant, subset=int(subset), eval_subset=int(eval_subset))
+                   optimizer=optimizer, subset=int(subset), eval_subset=int(eval_subset), **network)
     st.rerun()
