@@ -196,14 +196,33 @@ def _conv_weight(model: nn.Module, layer: str | None) -> np.ndarray:
     return conv.weight.detach().float().numpy().copy()
 
 
-def conv_kernels(run_dir: Path | str, epoch: int, layer: str | None = None) -> np.ndarray:
-    """The kernels of one conv layer of a checkpoint (None: the first conv layer).
+def _checkpoint_weight(run_dir: Path | str, epoch: int, layer: str) -> np.ndarray | None:
+    """A conv layer's weight (out,in,kh,kw) straight from the checkpoint, or None when no 4-D tensor has its name.
 
+    The checkpoint holds the network's own names: ours ("conv1.weight"), or an imported network's, which
+    analysis sees inside model.external.Wrapped as "net.<name>".
+    """
+    if runs.load_config(run_dir).source is not None:
+        if not layer.startswith("net."):
+            return None
+        layer = layer.removeprefix("net.")
+    w = runs.load_state_dict(run_dir, epoch).get(f"{layer}.weight")
+    return w.float().numpy() if w is not None and w.dim() == 4 else None
+
+
+def conv_kernels(run_dir: Path | str, epoch: int, layer: str | None = None,
+                 model: nn.Module | None = None) -> np.ndarray:
+    """The kernels of one conv layer of a checkpoint (None: the first conv layer in forward order).
+
+    Read from the checkpoint file when the layer is named; the model is loaded only to find the first conv
+    layer or a layer the checkpoint names differently (pass `model` if the caller has it loaded).
     Returns:
         (out,kh,kw) when each kernel has one input channel (the axis squeezed; our conv1: (32,3,3)),
         else (out,in,kh,kw) (our conv2: (64,32,3,3)); float32.
     """
-    w = _conv_weight(runs.load_model(run_dir, epoch), layer)       # (out,in,kh,kw)
+    w = _checkpoint_weight(run_dir, epoch, layer) if layer is not None and model is None else None
+    if w is None:
+        w = _conv_weight(model if model is not None else runs.load_model(run_dir, epoch), layer)   # (out,in,kh,kw)
     return w[:, 0] if w.shape[1] == 1 else w
 
 
@@ -481,6 +500,8 @@ def kernel_drift(run_dir: Path | str, layer: str | None = None) -> pd.DataFrame:
     first checkpoint (epoch 1 for runs made by the trainer; 0 there).
     """
     epochs = runs.checkpoint_epochs(run_dir)
+    if layer is None and epochs:
+        layer = _first_conv(runs.load_model(run_dir, epochs[0]))   # named once; each epoch then read from its file
     rows, first, prev = [], None, None
     for epoch in epochs:
         k = conv_kernels(run_dir, epoch, layer).astype(np.float64)

@@ -297,6 +297,13 @@ def test_conv_kernels_equal_checkpoint_tensors(fixture_run):
         internals.conv_kernels(fixture_run, 2, "fc1")
 
 
+def test_named_conv_kernels_are_read_from_the_checkpoint_without_building_the_model(fixture_run, monkeypatch):
+    """One path per number: a page that holds the model reads kernels without a second load_model."""
+    monkeypatch.setattr(runs, "load_model", lambda *a, **k: pytest.fail("conv_kernels loaded the model"))
+    np.testing.assert_array_equal(internals.conv_kernels(fixture_run, 1, "conv2"),
+                                  checkpoint_tensor(fixture_run, 1, "conv2.weight"))
+
+
 def test_weight_norms_hand_checked(fixture_run):
     df = internals.weight_norms(fixture_run)
     assert sorted(df["layer"].unique()) == ["conv1", "conv2", "fc1", "fc2"]
