@@ -283,3 +283,35 @@ def test_the_example_follows_the_user_and_lives_in_the_url(server, browser, page
     finally:
         fresh.context.close()
     assert real_errors(page_console) == []
+
+
+def test_imported_model_attributions_and_kernels_pages(browser, tmp_path, mnist_root):
+    """A network brought in from elsewhere (SmallRes: batch norm, a residual addition, adaptive pooling, as a
+    class file) on its own server: Attributions and Kernels & activations (its walk-through included) render
+    in a real browser with no exception text, no error box and no console error."""
+    from tests.browser_util import ConsoleLog, streamlit_server
+    from tests.model_zoo import import_zoo
+    run = import_zoo(tmp_path / "runs", "resnetish", form="class", data_root=mnist_root)
+    with streamlit_server(run.parent, log_path=tmp_path / "server.log") as url:
+        pg = new_page(browser)
+        log = ConsoleLog().attach(pg)
+        try:
+            for path, view in (("/attributions", None), ("/filters", None), ("/filters", "Walk-through")):
+                open_page(pg, url, f"{path}?run={run.name}&epoch=1", PAGE_TIMEOUT)
+                if view:
+                    since = pg.evaluate("performance.now()")
+                    pg.locator(".st-key-filt_view").get_by_text(view, exact=True).click()
+                    wait_rendered(pg, since, PAGE_TIMEOUT)
+                name = f"imported-{path.strip('/')}{'-' + view if view else ''}"
+                screenshot_full(pg, SCREENSHOTS / f"{name}.png")
+                assert app_errors(pg) == [], name
+                text = pg.locator('[data-testid="stMainBlockContainer"]').inner_text()
+                for bad in ("Traceback", "unexpected problem", "Error:"):
+                    assert bad not in text, (name, bad)
+                if path == "/attributions":
+                    assert "Grad-CAM" in text
+                if view == "Walk-through":
+                    assert "computed by hand" in text and "branches" in text
+        finally:
+            pg.context.close()
+        assert real_errors(log) == []

@@ -418,7 +418,7 @@ def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
     assert at.session_state["example_index"] == 7 and "test #7 · label" in " ".join(captions(at))
 
     # the top image of conv2 channel 0: highest max of its post-ReLU map over the first 1000 test images
-    at.session_state["filt_view"] = "conv2 kernels"
+    at.session_state["filt_view"] = "What excites a channel"   # conv2: the last conv layer, the default
     at.run()
     ok(at)
     raw = load_raw()
@@ -430,7 +430,7 @@ def test_filters_walkthrough_conv1_window_and_top_images(app, fixture_run):
     assert any(c.startswith(f"test #{top} ") for c in shown), shown
     # the kernel summary: mean |weight| over the 32 input channels, by hand from the checkpoint
     w2 = runs.load_state_dict(fixture_run, epoch)["conv2.weight"].double().numpy()
-    z = heatmap(at, "filt_conv2")                                             # 8x8 mosaic of 3x3, header 1, gap 1
+    z = heatmap(at, "filt_unit_kernels")                                           # 8x8 mosaic of 3x3, header 1, gap 1
     np.testing.assert_allclose(z[1 + 5:1 + 5 + 3, 2 * 4:2 * 4 + 3], np.abs(w2[10]).sum(axis=0) / 32, rtol=1e-5)
 
 

@@ -76,8 +76,14 @@ def unavailable_note(method: str, where=st) -> bool:
     """Say why `method` cannot run on this model (instead of a map); True when it cannot."""
     if method not in UNAVAILABLE:
         return False
-    where.info(f"**{name(method)} is unavailable for this model:** {UNAVAILABLE[method]}")
+    where.info(unavailable_text(method, UNAVAILABLE[method]))
     return True
+
+
+def unavailable_text(method: str, reason: str) -> str:
+    """The info line of a method the model cannot run: "**DeepLift is unavailable for this model:** <why>"."""
+    lead = f"{name(method)} is unavailable for this model:"
+    return f"🚫 **{lead}** {reason.removeprefix(lead).strip()}"
 
 
 # ----------------------------------------------------------------------------- the example
@@ -281,7 +287,7 @@ def render_map(method: str, column, key: str):
         try:
             attr, delta = cache.attribution(run_dir, epoch, image, method, target, options(method))
         except MethodUnavailable as e:
-            st.info(f"**{name(method)} is unavailable for this model:** {e}")
+            st.info(unavailable_text(method, str(e)))
             return None
         info = METHOD_INFO[method]
         st.plotly_chart(cache.attribution_map_figure(run_dir, epoch, image, method, target, options(method),
