@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointImportError, ModelError, DataError, runs.RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:                # unreadable file, disk full: a run folder begun is removed again
+        print(f"error: {e} (no run was written)", file=sys.stderr)
+        return 1
     m = runs.load_metrics(run_dir).iloc[-1]
     config = runs.load_config(run_dir)
     print(f"imported {args.path} as {run_dir} ({config.architecture}): val acc {m['val_acc']:.2%}, "
