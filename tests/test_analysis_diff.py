@@ -149,7 +149,7 @@ def test_cli_prints_the_hand_computed_json(tiny, capsys):
 
 def test_cli_forgotten(tmp_path, capsys):
     labels = np.array([1, 2])
-    run = write_run(tmp_path, "f", [logits(a) for a in ([1, 2], [7, 2], [1, 2])], labels=labels)
+    write_run(tmp_path, "f", [logits(a) for a in ([1, 2], [7, 2], [1, 2])], labels=labels)
     assert d.main(["--forgotten", "f:2", "--runs-dir", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["count"] == 1 and out["examples"][0]["position"] == 0 and out["examples"][0]["answer"] == 7
