@@ -115,6 +115,33 @@ def build_command(runs_dir: Path | str, name: str, preset: str | None = None, ep
     return cmd + ["--runs-dir", str(runs_dir), "--name", safe_name(name)] + list(extra or [])
 
 
+def class_architectures(run_infos) -> dict[str, "runs.RunInfo"]:
+    """The networks of imported class-file runs that can be trained again: {"run:<run id>": the run}, one entry per
+    (class file, class, constructor arguments, input normalisation), the newest run first as listed.
+
+    Args:
+        run_infos: model.runs.RunInfo of the runs folder (model.runs.list_runs).
+    """
+    found, seen = {}, set()
+    for run in run_infos:
+        src = run.config.source
+        if src is None or src.kind != "class" or not src.class_name:
+            continue
+        same = (src.sha256, src.class_name, json.dumps(src.kwargs, sort_keys=True), tuple(src.input_norm or ()))
+        if same not in seen:
+            seen.add(same)
+            found[f"run:{run.run_id}"] = run
+    return found
+
+
+def network_options(run) -> dict:
+    """`build_command`'s options that train the network of an imported class-file run again: its kept class
+    file (<run>/source/<file>), class, constructor arguments and input normalisation."""
+    src = run.config.source
+    return {"model_file": str(Path(run.path) / src.file), "model_class": src.class_name, "model_kwargs": src.kwargs,
+            "input_norm": src.input_norm}
+
+
 def launch(runs_dir: Path | str, name: str, **options) -> Launch:
     """Start a training process in the background; `options` are `build_command`'s.
 

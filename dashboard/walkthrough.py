@@ -358,7 +358,10 @@ def render_conv1_click(run_dir: str, epoch: int, image: np.ndarray, acts: dict[s
     forward = f"The forward pass computed {_num(fmap[channel, row, col])} at the same place"
     act = found.activation_of.get(layer)
     if act in acts and acts[act].shape == fmap.shape:
-        forward += f"; after {display_name(found.get(act).short)} ({found.get(act).kind}) it is " \
-                   f"{_num(acts[act][channel, row, col])}"
+        order = list(acts)
+        between = order[order.index(layer) + 1:order.index(act) + 1]       # e.g. a batch norm, then the ReLU
+        if all(acts[n].shape == fmap.shape for n in between):
+            steps = " and ".join(f"{display_name(found.get(n).short)} ({found.get(n).kind})" for n in between)
+            forward += f"; after {steps} it is {_num(acts[act][channel, row, col])}"
     st.caption(" ".join([forward + "."] + notes))
     return result

@@ -271,3 +271,27 @@ def test_train_form_offers_imported_class_architectures(monkeypatch, zoo_runs):
     assert command[command.index("--model-file") + 1] == str(run / src.file)
     assert command[command.index("--input-norm") + 1:command.index("--input-norm") + 3] == ["0.1307", "0.3081"]
     at.session_state["runs_launches"][0].process.wait(10)
+
+
+@pytest.mark.parametrize("stem", ["lenet", "resnetish"])
+def test_draw_reads_an_upload_with_the_imported_network(monkeypatch, zoo_runs, stem):
+    import io
+
+    from PIL import Image
+
+    from analysis.preprocess import preprocess
+    run = zoo_runs[stem]
+    digit = 255 - load_raw()["t10k-images-idx3-ubyte"][0]
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(Image.fromarray(digit).resize((280, 280)))).save(buf, format="PNG")
+    at = open_run(monkeypatch, run, "draw", draw_source="upload")
+    at.file_uploader(key="draw_upload").set_value(("digit.png", buf.getvalue(), "image/png")).run()
+    ok(at)
+    model = runs.load_model(run, 1).eval()
+    with torch.no_grad():
+        p = torch.softmax(model(preprocess(buf.getvalue()).tensor), 1)[0].numpy()
+    assert f"Prediction: {int(p.argmax())}" in markdown(at)
+    np.testing.assert_allclose(array(chart(at, "draw_walk_stage_softmax")["data"][0]["y"]), p, rtol=1e-4, atol=1e-7)
+    first = conv_modules(run)[0][0]
+    assert chart(at, f"draw_walk_stage_{first}")["data"]                    # the clickable first conv mosaic
+    assert "Multiply and sum" in markdown(at)

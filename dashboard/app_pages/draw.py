@@ -35,7 +35,8 @@ ui.intro(
 - **Saliency** (white → red: how much each pixel matters) and **Integrated Gradients** (red for, blue against
   the predicted class) show which strokes the answer rests on.
 - **Model epoch**: the same drawing read by the model as it was after an earlier epoch.
-- The **walk-through** shows your digit passing through every layer; click a conv1 pixel to see the
+- The **walk-through** shows your digit passing through every layer; click a pixel of the first conv layer
+  (conv1 in our network) to see the
   multiply-and-sum behind it.
 """)
 
@@ -154,7 +155,11 @@ if pre is not None:
 
     with st.expander("Layer-by-layer walk-through of this drawing", expanded=False):
         acts = walkthrough.render_walkthrough(run_dir, epoch, pre.image, key="draw_walk", clickable=True)
-        st.subheader("One conv1 unit, computed by hand")
-        st.caption("Click a unit of the conv1 channels above to compute it here.")
+        convs = cache.layers(run_dir, epoch).convs
+        if convs:
+            first = walkthrough.display_name(cache.layers(run_dir, epoch).get(convs[0]).short)
+            st.subheader(f"One {first} unit, computed by hand")
+            st.caption(f"Click a unit of the {first} channels above to compute it here.")
         walkthrough.render_conv1_click(run_dir, epoch, pre.image, acts, key="draw_conv",
-                                       mosaic_key=walkthrough.mosaic_key("draw_walk"), name="your drawing")
+                                       mosaic_key=walkthrough.mosaic_key("draw_walk", convs[0]) if convs else None,
+                                       name="your drawing")

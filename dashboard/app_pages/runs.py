@@ -1,6 +1,4 @@
 """Runs: every training run at a glance, a comparison of several, a report to download, and training from the page."""
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -236,22 +234,15 @@ preset = st.radio("Preset", ["quick", "seed", "custom"], key="runs_preset", hori
                                "seed": "seed notebook (10 epochs, all 60,000, validate on test)",
                                "custom": "custom"}.get)
 base = {**TrainConfig().to_dict(), **OTHER_DEFAULTS, **PRESETS.get(preset, {})}
-# the architectures to train: our variants, and the class of every imported class-file run (one entry per class
-# file, class and arguments); a class run's choice is "run:<run id>", trained from <run>/<source.file>
-CLASS_RUNS = {}
-for r in sel.runs:
-    src = r.config.source
-    if src is not None and src.kind == "class" and src.class_name:
-        same = (src.sha256, src.class_name, json.dumps(src.kwargs, sort_keys=True), tuple(src.input_norm or ()))
-        if same not in {k for k, _ in CLASS_RUNS.values()}:
-            CLASS_RUNS[f"run:{r.run_id}"] = (same, r)
+# the architectures to train: our variants, and the class of every imported class-file run ("run:<run id>",
+# trained again from the class file the run keeps)
+CLASS_RUNS = training.class_architectures(sel.runs)
 ARCHITECTURES = list(VARIANTS) + list(CLASS_RUNS)
 
 
 def architecture_name(choice: str) -> str:
     if choice in CLASS_RUNS:
-        run = CLASS_RUNS[choice][1]
-        return f"{run.config.architecture} · from {run.name}"
+        return f"{CLASS_RUNS[choice].config.architecture} · from {CLASS_RUNS[choice].name}"
     return choice
 
 with st.form("runs_train_form", border=True):
@@ -273,12 +264,7 @@ with st.form("runs_train_form", border=True):
     if running:
         st.caption("A training started here is still running: stop it or wait for it to finish.")
 if submitted and not running:
-    network = {"variant": variant}
-    if variant in CLASS_RUNS:
-        run = CLASS_RUNS[variant][1]
-        src = run.config.source
-        network = {"model_file": str(run.path / src.file), "model_class": src.class_name, "model_kwargs": src.kwargs,
-                   "input_norm": src.input_norm}
+    network = training.network_options(CLASS_RUNS[variant]) if variant in CLASS_RUNS else {"variant": variant}
     start_training(name=name, preset=None if preset == "custom" else preset, epochs=int(epochs), lr=float(lr),
                    optimizer=optimizer, subset=int(subset), eval_subset=int(eval_subset), **network)
     st.rerun()
