@@ -78,7 +78,11 @@ def _leaves(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _eval_copy(model: nn.Module) -> nn.Module:
-    work = copy.deepcopy(model)
+    """New module objects in eval mode that share the model's weight tensors: hooks put on them are private,
+    so a model shared between threads (Streamlit's cache) is never hooked."""
+    import itertools
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    work = copy.deepcopy(model, memo)
     try:
         work.eval()
     except NotImplementedError:
@@ -155,20 +159,26 @@ def discover(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> La
     convs = tuple(layer.name for layer in order if isinstance(kinds[layer.name], nn.Conv2d))
     linears = tuple(layer.name for layer in order if isinstance(kinds[layer.name], nn.Linear))
     activation_of = {}
-    names = [c[0] for c in calls]
-    for i, name in enumerate(names[:-1]):
-        if name in convs + linears and name not in activation_of:
-            for nxt in names[i + 1:]:                    # skip BatchNorm / Dropout / Identity in between
-                m = kinds[nxt]
-                if isinstance(m, NONLINEAR):
-                    activation_of[name] = nxt
-                    break
-                if not isinstance(m, HIDDEN + (nn.BatchNorm2d, nn.BatchNorm1d)):
-                    break
+    for i, (name, _, _, out) in enumerate(calls):
+        if name not in convs + linears or name in activation_of:
+            continue
+        current = out                                    # follow this output through BatchNorm / Dropout / Identity
+        for nxt, mod, inp, nxt_out in calls[i + 1:]:
+            if inp is not current:
+                continue                                 # another branch; a functional add ends the trail
+            if isinstance(mod, NONLINEAR):
+                activation_of[name] = nxt
+                break
+            if not isinstance(mod, HIDDEN + (nn.BatchNorm2d, nn.BatchNorm1d)):
+                break
+            current = nxt_out
     reused = [n for n, k in uses.items() if k > 1 and isinstance(kinds[n], NONLINEAR + (nn.MaxPool2d,))]
     functional = _functional_nonlinearities(work)
+    untraceable = [f for f in functional if f.startswith("untraceable")]
     problems = ([f"module {n} is used {uses[n]} times" for n in reused] +
-                [f"the forward calls {', '.join(sorted(set(functional)))} as functions" if functional else ""])
+                ([f"torch.fx cannot trace the model ({untraceable[0][len('untraceable '):].strip('()')}), so "
+                  "calls to non-linear functions cannot be found or rewritten"] if untraceable else
+                 [f"the forward calls {', '.join(sorted(set(functional)))} as functions"] if functional else []))
     problems = [p for p in problems if p]
     merge = _has_merge(work)
     return Layers(tuple(order), convs, linears, linears[-1] if linears else None, activation_of,
@@ -190,7 +200,7 @@ def stages(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         Dropout and Flatten left out; a module run twice appears as "<name>#2"), "logits": (10,),
         "softmax": (10,)}. "logits" is exactly model(x)[0].
     """
-    work = model if not model.training else _eval_copy(model)
+    work = _eval_copy(model)
     calls, out = _record(work, x)
     result = {"input": x[0].detach()}
     for name, mod, _, output in calls:
@@ -208,7 +218,7 @@ def stages(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def layer_input_output(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The input a layer received and the output it gave for a batch x (first call of the layer)."""
-    work = model if not model.training else _eval_copy(model)
+    work = _eval_copy(model)
     module = dict(work.named_modules()).get(layer)
     if module is None:
         raise ValueError(f"no layer {layer!r} in the model")
