@@ -31,6 +31,8 @@ class TrainConfig:
     subset: int = _opt(0, "train on the first N training examples, 0 = all")
     eval_subset: int = _opt(0, "evaluate on the first N validation/test examples, 0 = all")
     log_every: int = _opt(50, "training steps per steps.csv row")
+    folds: int = _opt(0, "cross-validation: hold out one of K folds of the training set, 0 = none")
+    fold: int = _opt(0, "the fold held out (0..folds-1) when --folds is set")
     imported_from: str | None = None   # set instead of training for a run made by model.import_checkpoint
 
     @classmethod

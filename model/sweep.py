@@ -2,6 +2,8 @@
 
     python -m model.sweep --lr 0.1 0.01 --variant seed dropout --epochs 1 --subset 256 --parallel 2
 
+    python -m model.sweep --cross-val 5 --epochs 3 --name cv   # 5 fold runs: out-of-sample probabilities
+
 A trainer flag given several values is an axis of the grid; a flag given one value is passed to every
 run. Each grid point is one ordinary run of `python -m model.train`, named after the point
 (`sweep-lr0.1-dropout`: `<--name>-<flag><value>`, choice flags such as --variant by their value alone).
@@ -141,6 +143,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--parallel", type=int, default=1, help="trainers running at once (default: 1)")
     p.add_argument("--runs-dir", default=None, help="where runs are saved (default: $DIGIT_LENS_RUNS or runs/)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--cross-val", type=int, default=None, metavar="K",
+                   help="K-fold cross-validation: K runs, each holding out one fold of the training set "
+                        "(= --folds K --fold 0 1 ... K-1); their held-out probabilities are out-of-sample for "
+                        "every training image (python -m analysis.label_issues uses them)")
     return p.parse_known_args(argv)
 
 
@@ -151,6 +157,11 @@ def main(argv: list[str] | None = None, trainer: list[str] = TRAINER) -> int:
         print("error: --parallel must be at least 1", file=sys.stderr)
         return 2
     runs_dir = (Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir()).resolve()
+    if args.cross_val is not None:
+        if args.cross_val < 2:
+            print("error: --cross-val needs at least 2 folds", file=sys.stderr)
+            return 2
+        rest = rest + ["--folds", str(args.cross_val), "--fold", *map(str, range(args.cross_val))]
     try:
         points = expand(parse_grid(rest), args.name)
     except (ValueError, runs.RunError) as e:

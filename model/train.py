@@ -150,6 +150,7 @@ def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torc
     n = len(x)
     perm = torch.randperm(n, generator=generator)
     true_prob = torch.zeros(n, dtype=torch.float32)
+    probs = torch.zeros(n, 10, dtype=torch.float16)  # every class's probability, as seen in its batch
     correct = torch.zeros(n, dtype=torch.bool)
     total_loss, steps, window, mine = 0.0, [], [], []
     bar = tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, mininterval=1.0, file=sys.stderr,
@@ -177,6 +178,7 @@ def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torc
         with torch.no_grad():
             p = logits.softmax(1)
             true_prob[idx] = p.gather(1, yb[:, None])[:, 0].float().cpu()
+            probs[idx] = p.half().cpu()
             correct[idx] = (p.argmax(1) == yb).cpu()
         mine.append(idx)
         total_loss += batch_loss * len(batch)
@@ -191,23 +193,24 @@ def train_epoch(model: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torc
                 on_step()
     rank_of = None
     if ranks.world > 1:
-        true_prob, correct, rank_of = gather_examples(torch.cat(mine), true_prob, correct, ranks)
+        true_prob, correct, probs, rank_of = gather_examples(torch.cat(mine), true_prob, correct, probs, ranks)
     return {"loss": total_loss / n, "acc": correct.float().mean().item(), "steps": steps,
-            "true_prob": true_prob, "correct": correct, "rank": rank_of}
+            "true_prob": true_prob, "correct": correct, "probs": probs, "rank": rank_of}
 
 
-def gather_examples(mine: torch.Tensor, true_prob: torch.Tensor, correct: torch.Tensor, ranks: Ranks):
+def gather_examples(mine: torch.Tensor, true_prob: torch.Tensor, correct: torch.Tensor, probs: torch.Tensor,
+                    ranks: Ranks):
     """Every rank's per-example records put together (on every rank), checking that each example was seen once."""
     parts = [None] * ranks.world
-    dist.all_gather_object(parts, (mine, true_prob[mine], correct[mine]))
-    true_prob, correct = torch.zeros_like(true_prob), torch.zeros_like(correct)
+    dist.all_gather_object(parts, (mine, true_prob[mine], correct[mine], probs[mine]))
+    true_prob, correct, probs = torch.zeros_like(true_prob), torch.zeros_like(correct), torch.zeros_like(probs)
     rank_of = torch.full(true_prob.shape, -1, dtype=torch.int8)
-    for r, (idx, p, c) in enumerate(parts):
-        true_prob[idx], correct[idx], rank_of[idx] = p, c, r
-    seen = torch.bincount(torch.cat([idx for idx, _, _ in parts]), minlength=len(true_prob))
+    for r, (idx, p, c, q) in enumerate(parts):
+        true_prob[idx], correct[idx], probs[idx], rank_of[idx] = p, c, q, r
+    seen = torch.bincount(torch.cat([part[0] for part in parts]), minlength=len(true_prob))
     if not bool((seen == 1).all()):
         raise RuntimeError("the ranks' shards overlap or miss examples (a bug in the sharding)")
-    return true_prob, correct, rank_of
+    return true_prob, correct, probs, rank_of
 
 
 @torch.no_grad()
@@ -228,17 +231,31 @@ def steps_done(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def select_data(data: MnistSplits, subset: int, eval_subset: int):
-    """The (possibly shortened) splits plus each example's index in its official file."""
+def select_data(data: MnistSplits, subset: int, eval_subset: int, folds: int = 0, fold: int = 0):
+    """The (possibly shortened) splits plus each example's index in its official file.
+
+    With folds = K > 0 the training set (after `subset`) is cut into K folds by position (example i is in
+    fold i mod K); fold `fold` is held out as "heldout" and the model trains on the others.
+    """
     n_tr = subset or len(data.train_x)
     n_ev = eval_subset or len(data.val_x)
     n_te = eval_subset or len(data.test_x)
     val_offset = DataConfig(data.split).first_row("val")
-    return dict(
-        train=(data.train_x[:n_tr], data.train_y[:n_tr], np.arange(n_tr)),
+    rows = np.arange(min(n_tr, len(data.train_x)))
+    out = dict(
+        train=(data.train_x[:n_tr], data.train_y[:n_tr], rows),
         val=(data.val_x[:n_ev], data.val_y[:n_ev], val_offset + np.arange(min(n_ev, len(data.val_x)))),
         test=(data.test_x[:n_te], data.test_y[:n_te], np.arange(min(n_te, len(data.test_x)))),
     )
+    if folds:
+        if not 0 <= fold < folds:
+            raise ValueError(f"--fold must be in 0..{folds - 1} for --folds {folds}, got {fold}")
+        held = rows % folds == fold
+        keep, out_ = torch.from_numpy(np.flatnonzero(~held)), torch.from_numpy(np.flatnonzero(held))
+        x, y = out["train"][0], out["train"][1]
+        out["train"] = (x[keep], y[keep], rows[~held])
+        out["heldout"] = (x[out_], y[out_], rows[held])
+    return out
 
 
 def git_commit() -> str | None:
@@ -297,7 +314,7 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
         dry_run: bool = False, ranks: Ranks = Ranks()) -> None:
     """Train epochs start_epoch..config.train.epochs, writing each finished epoch to the run (rank 0 only)."""
     cfg, t = writer.config, writer.config.train
-    sel = select_data(data, t.subset, t.eval_subset)
+    sel = select_data(data, t.subset, t.eval_subset, t.folds, t.fold)
     (tx, ty, ti), (vx, vy, vi), (sx, sy, si) = sel["train"], sel["val"], sel["test"]
     epochs = t.epochs
     if dry_run:
@@ -355,10 +372,16 @@ def fit(writer: runs.RunWriter, data: MnistSplits, device: torch.device, start_e
             "test_logits": te["logits"].numpy().astype(np.float16), "test_labels": sy.numpy().astype(np.uint8),
             "test_index": si.astype(np.int32),
             "train_true_prob": tr["true_prob"].numpy().astype(np.float16), "train_correct": tr["correct"].numpy(),
+            "train_probs": tr["probs"].numpy(),    # (N,10) float16: 1.2 MB an epoch for 60k; label issues use it
             "train_labels": ty.numpy().astype(np.uint8), "train_index": ti.astype(np.int32),
         }
         if tr["rank"] is not None:
             preds["train_rank"] = tr["rank"].numpy()  # which process trained on each example
+        if "heldout" in sel:                          # cross-validation: out-of-sample probabilities
+            hx, hy, hi = sel["heldout"]
+            ho = evaluate(model, hx, hy, device)
+            preds.update(heldout_probs=ho["logits"].softmax(1).numpy().astype(np.float16),
+                         heldout_labels=hy.numpy().astype(np.uint8), heldout_index=hi.astype(np.int32))
         state = {k: v.cpu() for k, v in weights.state_dict().items()}
         try:
             writer.write_epoch(epoch, row, state, preds, optimizer_tensors(opt))
@@ -406,6 +429,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise ValueError("not a JSON object")
     except ValueError as e:
         p.error(f"--model-kwargs must be a JSON object like '{{\"hidden\": 128}}' ({e})")
+    if args.folds is not None and not 0 <= (args.fold or 0) < args.folds:
+        p.error(f"--fold must be in 0..{args.folds - 1} for --folds {args.folds}")
     if args.model_file is not None and args.variant is not None:
         p.error("--variant picks one of our networks; --model-file brings your own: give one of them")
     preset = PRESETS.get(args.preset, {})
