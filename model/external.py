@@ -367,6 +367,18 @@ class Wrapped(nn.Module):
             return torch.log(z.clamp_min(1e-12))           # log p: logits up to a per-row constant
         return z                                            # logits, or log p (softmax(log p) = p)
 
+    def train(self, mode: bool = True) -> "Wrapped":
+        """nn.Module.train, except that a torch.export module (a .pt2 or converted TorchScript network kept
+        as it is because the rewrite was not possible) refuses train()/eval(): its graph fixed the mode when
+        it was exported, so it is left as it is."""
+        self.training = mode
+        for child in self.children():
+            try:
+                child.train(mode)
+            except NotImplementedError:
+                pass
+        return self
+
 
 def detect_outputs(out: torch.Tensor) -> str:
     """What a batch of outputs (B,10) looks like: "probs" (rows in [0,1] summing to 1), "log_probs"

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from data.mnist import load_mnist
-from model import import_checkpoint, runs, train
+from model import external, import_checkpoint, runs, train
 from model.import_checkpoint import main
 from tests.model_zoo import ZOO, save_form, zoo_class
 
@@ -377,6 +377,27 @@ def test_a_failure_while_writing_leaves_no_half_run(capsys, empty_runs, tmp_path
     assert {"config.json", "source", "lenet.py"} <= set(begun)
     assert code == 1 and "No space left" in err and "Traceback" not in err
     assert_nothing_written(empty_runs)
+
+
+def test_an_archive_kept_as_it_is_still_loads(capsys, empty_runs, tmp_path, mnist, monkeypatch):
+    """A .pt2 whose rewrite is not possible keeps its export module (hook methods off); that module refuses
+    .eval(), which load_model's wrapper must survive (it raised NotImplementedError while writing the run)."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    path = save_form(model, tmp_path, "export")
+
+    def untraceable(net):
+        raise external.ModelError("torch.fx could not trace the model (a stand-in)")
+
+    monkeypatch.setattr(external, "modularize", untraceable)
+    code, _, err = import_cli(capsys, empty_runs, path, "--name", "kept")
+    assert code == 0, err
+    run = only_run(empty_runs, "kept")
+    source = runs.load_config(run).source
+    assert not source.hook_methods and "stand-in" in source.note
+    images = mnist.test_x[:300]
+    got = F.log_softmax(run_logits(run, images), 1)
+    assert torch.allclose(got, plain_log_probs(model, images), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- 4. a folder of numbered checkpoints
