@@ -120,6 +120,9 @@ def check_model(net: nn.Module, source: ModelSource, probe: torch.Tensor, where:
                          f"{type(e).__name__}: {str(e)[:300]}{hint}") from e
     external.check_outputs(out, where)
     external.check_outputs(one, f"{where} (batch of one)")
+    if torch.isnan(out).any() or torch.isnan(one).any():
+        raise ModelError(f"{where}: returns NaN on real MNIST images (given (x - {mean:g}) / {std:g} of images in "
+                         "[0, 1]): check --input-norm and that the weights are the trained ones")
     detected = external.detect_outputs(out)
     outputs = source.outputs if source.outputs != "auto" else detected
     hook_methods, note = True, ""
@@ -299,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("not a JSON object")
     except ValueError as e:
         print(f"error: --model-kwargs must be a JSON object like '{{\"hidden\": 128}}' ({e})", file=sys.stderr)
+        return 2
+    if args.input_norm and not (args.input_norm[1] > 0 and all(np.isfinite(args.input_norm))):
+        print(f"error: --input-norm MEAN STD needs a finite mean and a positive std, got {args.input_norm}",
+              file=sys.stderr)
         return 2
     try:
         run_dir = import_checkpoint(args.path, args.name, runs_dir, data_root, args.split, args.model_file,

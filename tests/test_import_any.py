@@ -198,7 +198,9 @@ def lenet_history(mnist, tmp_path_factory):
         opt.step()
         for n in [n for n, steps in LENET_CHECKPOINTS.items() if steps == step]:
             saved[n] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            torch.save(saved[n], folder / f"epoch_{n}.pt")
+            # epoch_2 as a training script's checkpoint of a DataParallel model: {"state_dict": {"module.…"}}
+            wrapped = {"epoch": 2, "state_dict": {f"module.{k}": v for k, v in saved[n].items()}}
+            torch.save(saved[n] if n != 2 else wrapped, folder / f"epoch_{n}.pt")
             right[n] = int((plain_log_probs(model, mnist.test_x).argmax(1) == mnist.test_y).sum())
     assert len(set(right.values())) == 3, "the checkpoints must be told apart by their accuracy"
     return folder, saved, right
@@ -333,6 +335,14 @@ def test_flag_mistakes(capsys, empty_runs, tmp_path):
     assert code == 1 and "width" in err and "TypeError" in err
     code, _, err = import_cli(capsys, empty_runs, tmp_path / "lenet.pt", "--input-norm", "0.1", "0.3")
     assert code == 1 and "--model-file" in err
+    code, _, err = import_cli(capsys, empty_runs, *base, "--model-class", "LeNet", "--input-norm", "0.1", "0")
+    assert code == 2 and "--input-norm" in err and "positive std" in err
+    state = lenet().state_dict()
+    state["9.weight"][0, 0] = float("nan")                       # a broken checkpoint: NaN scores
+    torch.save(state, tmp_path / "nan.pt")
+    code, _, err = import_cli(capsys, empty_runs, tmp_path / "nan.pt", "--model-file", ZOO / "lenet.py",
+                              "--model-class", "LeNet")
+    assert code == 1 and "NaN" in err and "lenet.py" in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     code, _, err = import_cli(capsys, empty_runs, tmp_path / "junk.pt", "--model-file", ZOO / "lenet.py",
                               "--model-class", "LeNet")
