@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -42,9 +43,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from analysis.attributions import private_copy
 from analysis.cache import cached, make_key
-from analysis.layers import discover
+from analysis.internals import layers_of
 from model import runs
+from model.external import set_eval
 from model.net import to_input
 
 DEFAULT_DIM = 128     # projection size of the penultimate activations
@@ -63,7 +66,9 @@ def factors(model: nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndar
     Returns:
         (a (N,d) float32 the input of the final Linear layer, g (N,10) float32 softmax - onehot(label)).
     """
-    final = dict(model.named_modules())[_final_layer(model)]
+    name = _final_layer(model)
+    model = set_eval(private_copy(model))                  # the hook goes on a private copy, never a shared model
+    final = dict(model.named_modules())[name]
     captured: list[torch.Tensor] = []
     hook = final.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0].detach().flatten(1)))
     images, labels = torch.as_tensor(np.asarray(images)), torch.as_tensor(np.asarray(labels)).long()
@@ -80,12 +85,13 @@ def factors(model: nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndar
 
 
 def _final_layer(model: nn.Module) -> str:
-    final = discover(model).final
+    final = layers_of(model).final
     if final is None:
         raise ValueError("the model has no final Linear layer: TracIn on the last layer needs one")
     return final
 
 
+@lru_cache(maxsize=8)
 def projection(d: int, dim: int | None, seed: int = 0) -> torch.Tensor | None:
     """A (d, dim) Gaussian matrix scaled by 1/sqrt(dim) (inner products kept in expectation), or None when
     d <= dim or dim is None (no projection needed)."""
@@ -98,12 +104,20 @@ def projection(d: int, dim: int | None, seed: int = 0) -> torch.Tensor | None:
 # ----------------------------------------------------------------------------- the run's training set
 
 def training_set(run_dir: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images uint8 (N,28,28), labels (N,), official train-file rows (N,)) the run trained on."""
+    """(images uint8 (N,28,28), labels (N,), official train-file rows (N,)) the run trained on (read-only arrays)."""
+    return _training_set(str(Path(run_dir).resolve()))
+
+
+@lru_cache(maxsize=4)
+def _training_set(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from data.mnist import load_mnist
     cfg = runs.load_config(run_dir)
     data = load_mnist(cfg.data.root, cfg.data.split)
     n = cfg.train.subset or len(data.train_x)
-    return data.train_x[:n].numpy(), data.train_y[:n].numpy(), np.arange(n, dtype=np.int64)
+    out = data.train_x[:n].numpy(), data.train_y[:n].numpy(), np.arange(n, dtype=np.int64)
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 def learning_rates(run_dir: Path | str) -> dict[int, float]:
