@@ -214,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if e.code == 0 else 1
     runs_dir = Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir()
     try:
-        run = runs.resolve_run(runs_dir, args.run)
-        if not run.is_dir():
-            raise runs.RunError(run, f"no such run in {runs_dir}")
+        run = runs.existing_run(args.run, runs_dir)
         epochs = runs.checkpoint_epochs(run)
         epoch = args.epoch if args.epoch is not None else (epochs[-1] if epochs else None)
         if epoch not in epochs:

@@ -178,10 +178,7 @@ def _run_epoch(text: str, runs_dir: Path) -> tuple[Path, int]:
     run, sep, epoch = text.rpartition(":")
     if not sep or not run or not epoch.strip().isdigit() or int(epoch) < 1:
         raise ValueError(f"{text!r} is not RUN:EPOCH (a run id or folder, a colon, an epoch number >= 1)")
-    run_dir = runs.resolve_run(runs_dir, run)
-    if not run_dir.is_dir():
-        raise runs.RunError(run_dir, f"no such run in {runs_dir}")
-    return run_dir, int(epoch)
+    return runs.existing_run(run, runs_dir), int(epoch)
 
 
 def main(argv: list[str] | None = None) -> int:

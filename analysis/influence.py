@@ -266,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from tqdm import tqdm
     try:
-        run_dir = runs.resolve_run(Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir(), args.run)
-        if not run_dir.is_dir():
-            raise runs.RunError(run_dir, "no such run")
+        run_dir = runs.existing_run(args.run, args.runs_dir)
         dim = args.dim or None
         with tqdm(total=1, unit="image", file=sys.stderr, desc="training-set pass (cached)") as bar:
             def progress(done: int, total: int) -> None:

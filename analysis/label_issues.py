@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default=None, help="runs folder (default: $DIGIT_LENS_RUNS or runs/)")
     args = p.parse_args(argv)
     try:
-        run_dir = runs.resolve_run(Path(args.runs_dir) if args.runs_dir else runs.default_runs_dir(), args.run)
-        if not run_dir.is_dir():
-            raise runs.RunError(run_dir, "no such run")
+        run_dir = runs.existing_run(args.run, args.runs_dir)
         table, kind = run_label_issues(run_dir, args.split, args.epoch)
     except (runs.RunError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

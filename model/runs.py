@@ -250,6 +250,16 @@ def resolve_run(runs_dir: Path | str, ref: str) -> Path:
     return resolved
 
 
+def existing_run(ref: str, runs_dir: Path | str | None = None) -> Path:
+    """The folder of an existing run `ref` of runs_dir (default: default_runs_dir()), for command lines:
+    `resolve_run`, plus RunError "no such run" when the folder is not there."""
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    run_dir = resolve_run(runs_dir, ref)
+    if not run_dir.is_dir():
+        raise RunError(run_dir, f"no such run in {runs_dir}")
+    return run_dir
+
+
 def new_run_id(runs_dir: Path, name: str) -> str:
     """`<YYYYMMDD-HHMMSS>-<name>`, with a numeric suffix if that folder exists already."""
     base = f"{time.strftime('%Y%m%d-%H%M%S')}-{check_name(name)}"
