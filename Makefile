@@ -48,6 +48,7 @@ bench: data
 	$(PY) bench/page_render.py
 	$(PY) bench/many_runs.py
 	$(PY) bench/attribution_page.py
+	$(PY) bench/why_speed.py
 	$(PY) bench/load_test.py --sessions 1 4
 
 # constraints.txt: the exact versions of the working venv (pip freeze without digit-lens itself).
