@@ -767,3 +767,158 @@ def kernel_mosaic_figure(run_dir: str, epoch: int, layer: str, name: str, animat
     checkpoint's frame when animated; shared, read-only)."""
     return _kernel_mosaic_figure(str(run_dir), int(epoch), str(layer), name, bool(animate),
                                  checkpoints_key(str(run_dir)))
+
+
+# ---- why this mistake (issue 10): training-data influence, smallest change, label issues, what changed
+# The TracIn pass is computed once per run into its cache folder (analysis.influence.train_pass, minutes on the
+# full training set: the page asks first, with a progress bar) and then held in memory as one shared, read-only
+# object (~150 MB for 60,000 images and 10 checkpoints: at most two runs at once). Diffs, forgotten examples and
+# label issues of val/test are built from the cached predictions, so a page reads a predictions file once.
+
+def influence_pass_ready(run_dir: str | Path) -> bool:
+    """True when the TracIn training-set pass of every checkpoint is on disk (loading it then takes seconds)."""
+    from analysis.cache import cache_path, make_key
+    from analysis.influence import CACHE_VERSION, DEFAULT_DIM
+    epochs = runs.checkpoint_epochs(Path(run_dir))
+    return bool(epochs) and all(
+        cache_path(run_dir, make_key("tracin", CACHE_VERSION, epoch=e, dim=DEFAULT_DIM or 0, seed=0), "npz").exists()
+        for e in epochs)
+
+
+def influence_training_size(run_dir: str | Path) -> tuple[int, int]:
+    """(training images, checkpoints) a TracIn pass goes over (for the page's time estimate)."""
+    cfg = load_config(str(run_dir))
+    n = cfg.train.subset or len(split_labels(cfg.data.split)["train"])
+    return int(n), len(runs.checkpoint_epochs(Path(run_dir)))
+
+
+def compute_influence_pass(run_dir: str | Path, progress=None) -> None:
+    """Run analysis.influence.train_pass into the run's cache folder, reporting progress(done, total)."""
+    from analysis.influence import train_pass
+    train_pass(run_dir, progress=progress)
+
+
+@st.cache_resource(show_spinner="Loading the training-set pass…", max_entries=2)
+def _influence_passes(run_dir: str, key: tuple):
+    from analysis.influence import train_pass
+    return train_pass(run_dir)
+
+
+def influence_passes(run_dir: str | Path):
+    """analysis.influence.train_pass of every checkpoint (shared, read-only; computed when not on disk)."""
+    return _influence_passes(str(run_dir), checkpoints_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner="Scoring the training images…", max_entries=256)
+def _influence(run_dir: str, epoch: int, image: np.ndarray, target: int | None, k: int, key: tuple) -> dict:
+    from analysis.influence import influence as tracin
+    return tracin(run_dir, image, target, epoch, k, passes=influence_passes(run_dir), load_model=load_model)
+
+
+def influence(run_dir: str | Path, epoch: int, image: np.ndarray, target: int | None = None, k: int = 8) -> dict:
+    """analysis.influence.influence of one image over checkpoints 1..epoch: {"target", "proponents", "opponents"}."""
+    return _influence(str(run_dir), int(epoch), as_float_image(image), None if target is None else int(target),
+                      int(k), checkpoints_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _self_influence(run_dir: str, epoch: int, key: tuple) -> pd.Series:
+    from analysis.influence import self_influence as own, training_set
+    values = own(run_dir, epoch, passes=influence_passes(run_dir))
+    return pd.Series(values, index=training_set(run_dir)[2], name="self_influence")
+
+
+def self_influence(run_dir: str | Path, epoch: int) -> pd.Series:
+    """analysis.influence.self_influence over checkpoints 1..epoch, indexed by official training-file row."""
+    return _self_influence(str(run_dir), int(epoch), checkpoints_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _top_self_influence(run_dir: str, epoch: int, k: int, key: tuple) -> pd.DataFrame:
+    from analysis.influence import top_examples
+    return top_examples(self_influence(run_dir, epoch).to_numpy(), k, run_dir)
+
+
+def top_self_influence(run_dir: str | Path, epoch: int, k: int = 16) -> pd.DataFrame:
+    """The k training images of highest self-influence (analysis.influence.top_examples): position, official_row,
+    label, score."""
+    return _top_self_influence(str(run_dir), int(epoch), int(k), checkpoints_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner="Searching the smallest change…", max_entries=256)
+def _smallest_change(run_dir: str, epoch: int, image: np.ndarray, target: int) -> dict:
+    from analysis.counterfactual import smallest_change as search
+    return search(load_model(run_dir, epoch), _batch(image), int(target))
+
+
+def smallest_change(run_dir: str | Path, epoch: int, image: np.ndarray, target: int) -> dict:
+    """analysis.counterfactual.smallest_change of one image towards `target` with the model at (run, epoch)."""
+    return _smallest_change(str(run_dir), int(epoch), as_float_image(image), int(target))
+
+
+def _split_logits(run_dir: str, epoch: int, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, labels, official index) of a split from the cached predictions file (model.runs.split_arrays)."""
+    if int(epoch) not in prediction_epochs(run_dir):
+        raise runs.RunError(runs.predictions_path(Path(run_dir), int(epoch)),
+                            f"missing: the run has predictions for epochs {prediction_epochs(run_dir)}")
+    return runs.split_arrays(load_predictions(run_dir, epoch), split, runs.predictions_path(Path(run_dir), int(epoch)))
+
+
+@st.cache_data(show_spinner="Comparing the two models example by example…", max_entries=32)
+def _diff(run_a: str, epoch_a: int, run_b: str, epoch_b: int, split: str, key: tuple):
+    from analysis import diff as d
+    logits_a, labels_a, index_a = _split_logits(run_a, epoch_a, split)
+    logits_b, labels_b, index_b = _split_logits(run_b, epoch_b, split)
+    d._same_examples(Path(run_a), Path(run_b), split, index_a, index_b)     # ValueError: not the same examples
+    if not np.array_equal(labels_a, labels_b):
+        raise ValueError(f"the two runs give different labels to the same {split} rows: their data differ")
+    return d.compare(logits_a, logits_b, labels_a, index_a, split)
+
+
+def diff(run_a: str | Path, epoch_a: int, run_b: str | Path, epoch_b: int, split: str = "val"):
+    """analysis.diff.diff from (run_a, epoch_a) to (run_b, epoch_b), built from the cached predictions.
+    ValueError when the two scored different examples."""
+    key = (_mtime(runs.predictions_path(Path(run_a), int(epoch_a))), _mtime(runs.predictions_path(Path(run_b), int(epoch_b))))
+    return _diff(str(run_a), int(epoch_a), str(run_b), int(epoch_b), split, key)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _forgotten(run_dir: str, epoch: int, split: str, key: tuple) -> pd.DataFrame:
+    from analysis import diff as d
+    have = prediction_epochs(run_dir)
+    if epoch - 1 not in have or epoch + 1 not in have:
+        raise ValueError(f"forgotten at epoch {epoch} needs the predictions of epochs {epoch - 1}, {epoch} and "
+                         f"{epoch + 1}; {Path(run_dir).name} has epochs {have}")
+    (before, labels, index), (at, _, _), (after, _, _) = (_split_logits(run_dir, e, split)
+                                                          for e in (epoch - 1, epoch, epoch + 1))
+    # analysis.diff.forgotten on arrays already read: became wrong from epoch-1 to epoch, right again at epoch+1
+    was = d.compare(before, at, labels, index, split).examples
+    right_after = d.compare(at, after, labels, index, split).examples["new"].to_numpy() == labels
+    rows = was[was["group"].eq("became_wrong").to_numpy() & right_after]
+    probs = d._softmax(at)[rows["position"].to_numpy()]
+    out = pd.DataFrame({"position": rows["position"].to_numpy(), "index": rows["index"].to_numpy(),
+                        "label": rows["label"].to_numpy(), "answer": rows["new"].to_numpy(),
+                        "confidence": rows["new_confidence"].to_numpy(),
+                        "true_prob": probs[np.arange(len(rows)), rows["label"].to_numpy()]})
+    return out.sort_values(["confidence", "position"], ascending=[False, True]).reset_index(drop=True)
+
+
+def forgotten(run_dir: str | Path, epoch: int, split: str = "val") -> pd.DataFrame:
+    """analysis.diff.forgotten (right at epoch-1, wrong at epoch, right at epoch+1), from the cached predictions.
+    ValueError when epoch-1 or epoch+1 has no predictions."""
+    return _forgotten(str(run_dir), int(epoch), split, _predictions_key(str(run_dir)))
+
+
+@st.cache_data(show_spinner="Ranking the labels with cleanlab…", max_entries=32)
+def _label_issues(run_dir: str, split: str, epoch: int, key: tuple) -> tuple[pd.DataFrame, str]:
+    from analysis import label_issues as li
+    if split in ("val", "test"):      # the held-out split's saved logits, read once through this module
+        logits, labels, rows = _split_logits(run_dir, epoch, split)
+        return li.label_issues(li._softmax(logits), labels.astype(np.int64), rows.astype(np.int64)), "held-out split"
+    return li.run_label_issues(run_dir, split, epoch)
+
+
+def label_issues(run_dir: str | Path, split: str, epoch: int) -> tuple[pd.DataFrame, str]:
+    """analysis.label_issues.run_label_issues: (every example ranked, most suspicious first; kind of probabilities,
+    a key of analysis.label_issues.KINDS). RunError when the run has no probabilities of the needed kind."""
+    return _label_issues(str(run_dir), split, int(epoch), _predictions_key(str(run_dir)))

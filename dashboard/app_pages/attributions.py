@@ -6,7 +6,7 @@ import streamlit as st
 
 from analysis.attributions import BASELINES, METHOD_INFO, METHODS, MethodUnavailable
 from analysis.examples import ORDERS, OUTCOMES, filter_examples
-from dashboard import cache, maps, state, ui
+from dashboard import cache, maps, state, ui, why
 
 DEFAULT_METHODS = ["saliency", "integrated_gradients", "gradcam"]
 PREDICTED = -1            # the "explain the predicted class" choice of attr_target
@@ -41,6 +41,9 @@ ui.intro(
   silently miss a non-linearity the model's code calls as a function.
 - **Class means** average one method's map over many test images of a class; **Compare epochs** shows the
   same example at two epochs; **Fragility** nudges every pixel a little (FGSM) until the answer flips.
+- **Training images behind this** (TracIn): the training images that pushed this answer towards or away from
+  a class, and the images the model could not fit. **Smallest change**: the least the pixels must change for
+  the model to answer another class. Each view says how to read it and what it cannot tell.
 """)
 
 ui.require_run(sel)
@@ -304,7 +307,8 @@ def render_map(method: str, column, key: str):
 
 # ----------------------------------------------------------------------------- the views
 
-VIEWS = ["Maps", "All ten classes", "Class means", "Compare epochs", "Fragility"]
+VIEWS = ["Maps", "All ten classes", "Class means", "Compare epochs", "Fragility", "Training images behind this",
+         "Smallest change"]
 # The views' method lists always hold every method (a list that followed the Methods box would lose a
 # choice when its method is removed there); they start at the first chosen method.
 first_method = list(METHODS).index(methods[0]) if methods else 0
@@ -429,3 +433,9 @@ elif view == "Fragility":
     constant_note(before, d1)
     constant_note(after, d2)
     sanity_warning(frag_method)
+
+elif view == "Training images behind this":
+    why.render_influence(run_dir, epoch, image, pred, "attr_inf")
+
+elif view == "Smallest change":
+    why.render_smallest_change(run_dir, epoch, image, model_probs, true, "attr_cf")

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from analysis.errors import top_classes
-from dashboard import cache, figures, state, ui
+from dashboard import cache, figures, state, ui, why
 from model.runs import RunError
 
 PAGE_SIZE = 24
@@ -28,9 +28,16 @@ ui.intro(
 - **Suspicious labels**: examples where the model, over the last three epochs, always predicted the same
   *other* digit with at least 90% probability. Some are real model errors, some are badly written
   digits, and a few may be labelling mistakes in MNIST itself.
+- **Label issues** ranks every example of a split by how likely its label is wrong (cleanlab, confident
+  learning), with a CSV of the whole list; **What changed** compares this epoch with another epoch or run,
+  example by example. Each says how to read it.
 """)
 
 ui.require_run(sel)
+if st.session_state.get(why.DIFF_PRESET):      # the Overfitting page's link to a spike: open "What changed"
+    st.session_state["conf_why"] = "What changed"
+    st.session_state["conf_split"] = "val"
+    why.apply_diff_preset("conf_diff")
 
 run_dir = sel.run_dir
 pred_epochs = cache.prediction_epochs(run_dir)
@@ -194,3 +201,18 @@ with ui.section_guard("Suspicious labels"):
         st.caption("#position in the set · label→the model's answer · its probability")
     else:
         st.caption("None: no example was contradicted with ≥ 90% confidence in each of the last three epochs.")
+
+# ----------------------------------------------------------------------------- label issues, what changed
+st.subheader("Why these mistakes: label issues and what changed")
+WHY_VIEWS = ["Label issues", "What changed"]
+# built only when picked: ranking every label or comparing two models costs time on every rerun
+why_view = st.segmented_control("Why these mistakes", WHY_VIEWS, key="conf_why", label_visibility="collapsed")
+if why_view is None:
+    st.caption("Pick a view: **Label issues** (which labels are probably wrong, cleanlab) or **What changed** "
+               "(this epoch against another epoch or run, example by example).")
+elif why_view == "Label issues":
+    with ui.section_guard("Label issues"):
+        why.render_label_issues(run_dir, epoch, "conf_li")
+else:
+    with ui.section_guard("What changed"):
+        why.render_diff(sel, epoch, split, "conf_diff")

@@ -12,7 +12,7 @@ from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 from analysis.preprocess import PreprocessError, preprocess
-from dashboard import cache, maps, state, ui, walkthrough
+from dashboard import cache, maps, state, ui, walkthrough, why
 
 CANVAS = 280            # canvas side in pixels (10x MNIST)
 IG_STEPS = 32           # Integrated Gradients steps for the live overlay
@@ -35,6 +35,8 @@ ui.intro(
 - **Saliency** (white → red: how much each pixel matters) and **Integrated Gradients** (red for, blue against
   the predicted class) show which strokes the answer rests on.
 - **Model epoch**: the same drawing read by the model as it was after an earlier epoch.
+- **What would make this a 4?** The smallest change to your drawing that makes the model answer another class
+  (red: ink added, blue: ink removed): one of many small changes, not what a person would draw.
 - The **walk-through** shows your digit passing through every layer; click a pixel of the first conv layer
   (conv1 in our network) to see the
   multiply-and-sum behind it.
@@ -135,6 +137,12 @@ if pre is not None:
     b.plotly_chart(maps.attribution_figure(ig, True, f"Integrated Gradients → {pred}", pre.image), width="stretch",
                    key="draw_ig")
     b.caption(f"Convergence delta {delta:+.4f} (near 0: the map accounts for the whole score change).")
+
+    st.subheader("What would make this another digit?")
+    if st.toggle("Find the smallest change to another class", key="draw_cf_on",
+                 help="A search of about a second: the least the pixels must change for the model to answer the "
+                      "class you pick (default: the runner-up)."):
+        why.render_smallest_change(run_dir, epoch, pre.image, probs, None, "draw_cf")
 
     if len(ckpts) > 1 and st.toggle("Read it with every epoch's model", key="draw_all_epochs",
                                     help="Loads every checkpoint once (a few seconds)."):

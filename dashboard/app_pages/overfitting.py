@@ -2,7 +2,7 @@
 import streamlit as st
 
 from analysis.dynamics import REGIONS
-from dashboard import cache, figures, state, ui
+from dashboard import cache, figures, state, ui, why
 from model.runs import RunError
 
 CARTO_SIZES = (5000, 20000)   # sample sizes offered for the cartography map (plus "all")
@@ -46,6 +46,8 @@ ui.intro(
 """)
 
 ui.require_run(sel)
+if st.session_state.pop("_over_go_diff", False):     # a spike's "What changed" button was pressed
+    st.switch_page("app_pages/confusion.py")
 if sel.problem:
     st.error(f"**The metrics of this run cannot be read:** {sel.problem}")
     st.stop()
@@ -76,6 +78,18 @@ if diag is not None:
               help=f"patience {stop.patience}: stop after {stop.patience} epochs without a new lowest validation "
                    f"loss, keep epoch {stop.keep_epoch}")
     m4.metric("Epochs early stopping saves", stop.epochs_saved)
+
+
+def open_diff(preset: dict) -> None:
+    """The spike's button: the Confusion page's "What changed" view from epoch e-1 to e (sidebar epoch e)."""
+    st.session_state[why.DIFF_PRESET] = preset
+    st.session_state["_wanted_epoch"] = preset["epoch_b"]
+    st.session_state["_over_go_diff"] = True
+
+
+if diag is not None and diag.spikes and cache.prediction_epochs(run_dir):
+    with ui.section_guard("The images behind the spike"):
+        why.render_spike_links(sel.run.run_id, run_dir, diag.spikes, "over_spike", open_diff)
 
 # a segmented control, not st.tabs: tabs build (and the browser draws) every hidden view on every rerun
 view = st.segmented_control("View", VIEWS, default=VIEWS[0], required=True, key="over_view",
