@@ -1,0 +1,130 @@
+"""Heavy work in a small pool of worker processes, shared by every session and bounded.
+
+Streamlit runs every session's script as a thread of one process, so two visitors' heavy computations
+(attribution maps of many images, sanity checks, the smallest change) share one interpreter: they
+interleave instead of using both cores, and a light page waits behind them. Here heavy jobs run in at
+most `size()` worker processes (default: one per core, $DIGIT_LENS_WORKERS to change; 0 runs every job
+in the calling thread, as tests of single pages do):
+
+    result = workers.run(jobs.attribution, run_dir, epoch, image, method, target, options,
+                         waiting=placeholder)     # blocks this session's thread, shows its queue position
+
+A job is a module-level function of `dashboard.jobs` (importable without Streamlit) with picklable
+arguments; results come back pickled. Several sessions asking for the same result still compute it
+once: the cached wrappers in dashboard.cache call `run` inside st.cache_data, which holds one lock per
+key. While a job waits, `waiting` (an st.empty placeholder) says how many jobs are ahead and then that
+it is computing, so a visitor never sees a frozen page.
+
+Workers start with the "forkserver" method (never fork a process that runs threads), use one torch
+thread each (the pool is the parallelism), and keep their own small cache of loaded models.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Callable
+
+_pool: ProcessPoolExecutor | None = None
+_lock = threading.Lock()
+_inflight: set[int] = set()   # sequence numbers of jobs submitted and not finished, over all sessions
+_next = 0
+_POLL_S = 0.2
+
+
+def size() -> int:
+    """Worker processes to use: $DIGIT_LENS_WORKERS, else the number of cores (at most 4)."""
+    env = os.environ.get("DIGIT_LENS_WORKERS")
+    if env is not None and env.strip():
+        return max(0, int(env))
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _init_worker() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+def _warm(seconds: float) -> None:
+    """Hold a worker a moment, so that the pool starts all of its processes at once (it starts them on demand)."""
+    time.sleep(seconds)
+
+
+def pool() -> ProcessPoolExecutor | None:
+    """The shared pool (started on first use), or None when jobs run inline (size() == 0)."""
+    global _pool
+    n = size()
+    if n == 0:
+        return None
+    with _lock:
+        if _pool is None:
+            ctx = multiprocessing.get_context("forkserver")
+            _pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker)
+            for _ in range(n):
+                _pool.submit(_warm, 0.5)
+        return _pool
+
+
+def pending() -> int:
+    """Jobs submitted to the pool and not finished yet (queued or running), over all sessions."""
+    return len(_inflight)
+
+
+def _ahead(seq: int) -> int:
+    """Unfinished jobs submitted before job `seq` (the pool runs them first: it is first in, first out)."""
+    with _lock:
+        return sum(1 for s in _inflight if s < seq)
+
+
+def submit(fn: Callable, *args: Any) -> tuple[Future, int]:
+    """Start fn(*args) in a worker (or run it now when there is no pool): (its future, its sequence number)."""
+    global _next
+    p = pool()
+    if p is None:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args))
+        except BaseException as e:  # the future carries the job's own exception to the caller
+            f.set_exception(e)
+        return f, -1
+    with _lock:
+        seq, _next = _next, _next + 1
+        _inflight.add(seq)
+    f = p.submit(fn, *args)
+
+    def done(_: Future) -> None:
+        with _lock:
+            _inflight.discard(seq)
+    f.add_done_callback(done)
+    return f, seq
+
+
+def run(fn: Callable, *args: Any, waiting: Any = None) -> Any:
+    """fn(*args) in a worker, waiting for it; `waiting` (an st.empty placeholder, optional) shows the queue.
+
+    Raises whatever the job raised (its type and message cross the process boundary).
+    """
+    f, seq = submit(fn, *args)
+    shown = None
+    while waiting is not None and not f.done():
+        queued = _ahead(seq) - size() + 1                  # jobs that must finish before a worker is free
+        text = (f"Waiting for a worker: {queued} heavy job(s) of other visitors ahead of yours "
+                f"({size()} run at a time)…" if queued > 0 else "Computing…")
+        if text != shown:
+            waiting.info(text, icon="⏳")
+            shown = text
+        time.sleep(_POLL_S)
+    if shown is not None:
+        waiting.empty()
+    return f.result()
+
+
+def shutdown() -> None:
+    """Stop the workers (tests; the server's exit stops them anyway)."""
+    global _pool
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True, cancel_futures=True)
+            _pool = None

@@ -1,0 +1,81 @@
+"""The worker pool: heavy jobs in separate processes, at most size() at once, a queue message while waiting."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from dashboard import workers
+
+
+def busy(seconds: float) -> tuple[int, float, float]:
+    """Spin the CPU for `seconds`: (pid, start, end) on the monotonic clock of this machine."""
+    start = time.time()
+    x = 0
+    while time.time() - start < seconds:
+        x += 1
+    return os.getpid(), start, time.time()
+
+
+def fails(message: str) -> None:
+    raise ValueError(message)
+
+
+class Placeholder:
+    """Stands in for st.empty(): records what it was told to show."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.cleared = False
+
+    def info(self, text: str, icon: str | None = None) -> None:
+        self.shown.append(text)
+
+    def empty(self) -> None:
+        self.cleared = True
+
+
+@pytest.fixture()
+def pool_of(monkeypatch):
+    def make(n: int) -> None:
+        workers.shutdown()
+        monkeypatch.setenv("DIGIT_LENS_WORKERS", str(n))
+    yield make
+    workers.shutdown()
+
+
+def test_two_workers_run_two_heavy_jobs_at_once_in_other_processes(pool_of):
+    pool_of(2)
+    workers.run(busy, 0.01)                                  # start the workers (their start-up is not timed)
+    futures = [workers.submit(busy, 1.0)[0] for _ in range(2)]
+    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = [f.result(timeout=120) for f in futures]
+    assert os.getpid() not in (pid_a, pid_b) and pid_a != pid_b
+    assert max(start_a, start_b) < min(end_a, end_b)         # they overlapped: both cores busy
+
+
+def test_at_most_size_jobs_run_and_a_waiting_visitor_sees_the_queue(pool_of):
+    pool_of(1)
+    workers.run(busy, 0.01)
+    first, _ = workers.submit(busy, 1.5)
+    time.sleep(0.3)
+    assert workers.pending() == 1
+    shown = Placeholder()
+    _, start, _ = workers.run(busy, 0.05, waiting=shown)
+    _, _, end_first = first.result()
+    assert start >= end_first                                # one worker: the second waited for the first
+    assert shown.shown[0].startswith("Waiting for a worker: 1 heavy job(s)") and shown.shown[-1] == "Computing…"
+    assert shown.cleared and workers.pending() == 0
+
+
+def test_a_jobs_error_reaches_the_caller_with_its_type_and_message(pool_of):
+    pool_of(1)
+    with pytest.raises(ValueError, match="bad input"):
+        workers.run(fails, "bad input")
+    assert workers.pending() == 0
+
+
+def test_zero_workers_run_inline(pool_of):
+    pool_of(0)
+    pid, _, _ = workers.run(busy, 0.01, waiting=Placeholder())
+    assert pid == os.getpid() and workers.pool() is None
