@@ -800,8 +800,13 @@ def compute_influence_pass(run_dir: str | Path, progress=None) -> None:
 
 @st.cache_resource(show_spinner="Loading the training-set pass…", max_entries=2)
 def _influence_passes(run_dir: str, key: tuple):
-    from analysis.influence import train_pass
-    return train_pass(run_dir)
+    # analysis.influence.train_pass, with each epoch's learning rate (analysis.influence.learning_rates: 1.0 where
+    # metrics.csv has none) from the cached metrics, so metrics.csv is read once per rerun
+    from analysis.influence import checkpoint_pass
+    metrics = load_metrics(run_dir)
+    lr = metrics["lr"] if "lr" in metrics.columns else pd.Series(np.nan, index=metrics.index)
+    lrs = {int(e): (float(v) if np.isfinite(v) else 1.0) for e, v in zip(metrics["epoch"], lr)}
+    return [(e, lrs.get(e, 1.0), checkpoint_pass(run_dir, e)) for e in runs.checkpoint_epochs(Path(run_dir))]
 
 
 def influence_passes(run_dir: str | Path):
@@ -915,7 +920,14 @@ def _label_issues(run_dir: str, split: str, epoch: int, key: tuple) -> tuple[pd.
     if split in ("val", "test"):      # the held-out split's saved logits, read once through this module
         logits, labels, rows = _split_logits(run_dir, epoch, split)
         return li.label_issues(li._softmax(logits), labels.astype(np.int64), rows.astype(np.int64)), "held-out split"
-    return li.run_label_issues(run_dir, split, epoch)
+    first = prediction_epochs(run_dir)[:1]
+    if split == "train" and not li.crossval_group(run_dir) and first == [1] and "train_probs" in load_predictions(
+            run_dir, 1):   # analysis.label_issues.probabilities' epoch-1 in-batch case, from the cached file
+        p = load_predictions(run_dir, 1)
+        probs = p["train_probs"].astype(np.float64)
+        return li.label_issues(probs / probs.sum(1, keepdims=True), p["train_labels"].astype(np.int64),
+                               p["train_index"].astype(np.int64)), "epoch 1 in-batch"
+    return li.run_label_issues(run_dir, split, epoch)      # cross-validation folds, or its RunError saying why not
 
 
 def label_issues(run_dir: str | Path, split: str, epoch: int) -> tuple[pd.DataFrame, str]:

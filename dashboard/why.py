@@ -121,7 +121,7 @@ def render_influence_pass(run_dir: str, key: str) -> bool:
         st.warning(f"The training-set pass cannot be computed for this model: {e}")
         return False
     bar.empty()
-    return True
+    st.rerun()          # draw the view again from the top: the pass is on disk now, the button goes away
 
 
 def influence_captions(table: pd.DataFrame) -> list[str]:

@@ -315,3 +315,62 @@ def test_imported_model_attributions_and_kernels_pages(browser, tmp_path, mnist_
         finally:
             pg.context.close()
         assert real_errors(log) == []
+
+
+# ----------------------------------------------------------------------------- why this mistake (issue 10)
+
+def _click_in(page, key: str, text: str) -> None:
+    """Click the option `text` of the widget with this key (segmented control, radio) and wait for the rerun."""
+    option = page.locator(f".st-key-{key}").get_by_text(text, exact=True).first
+    option.scroll_into_view_if_needed()
+    since = page.evaluate("performance.now()")
+    option.click()
+    wait_rendered(page, since, PAGE_TIMEOUT)
+
+
+def _no_exception_text(page, where: str) -> str:
+    assert app_errors(page) == [], where
+    text = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+    for bad in ("Traceback", "unexpected problem", "Error:"):
+        assert bad not in text, (where, bad)
+    return text
+
+
+def test_why_views_open_in_a_real_browser(server, page, page_console, fixture_run):
+    """Attributions → Training images behind this (the one-time pass computed with its button) and Smallest change;
+    Confusion → Label issues (split changed and changed back) and What changed; a page switch back to Attributions.
+    No exception text, no error box, no console error at any step."""
+    titles = None
+    open_page(page, server, f"/attributions?run={fixture_run.name}&epoch=3&split=val&index=0", PAGE_TIMEOUT)
+    titles = nav_titles(page)
+    _click_in(page, "attr_view", "Training images behind this")
+    compute = page.get_by_role("button", name=re.compile(r"^Compute the training-set pass"))
+    if compute.count():                              # not yet on disk for this server's runs folder
+        since = page.evaluate("performance.now()")
+        compute.click()
+        wait_rendered(page, since, PAGE_TIMEOUT)
+    text = _no_exception_text(page, "influence")
+    assert "Proponents of class" in text and "could not fit" in text
+    screenshot_full(page, SCREENSHOTS / "why_influence.png")
+    _click_in(page, "attr_view", "Smallest change")
+    text = _no_exception_text(page, "smallest change")
+    assert "Radius (L2)" in text
+    _click_in(page, "attr_view", "Training images behind this")          # and back: the pass loads from disk
+    text = _no_exception_text(page, "influence again")
+    assert "Proponents of class" in text and page.get_by_role("button", name=re.compile("^Compute the")).count() == 0
+
+    switch_page(page, titles["/confusion"], PAGE_TIMEOUT)
+    _click_in(page, "conf_why", "Label issues")
+    assert "Probabilities used" in _no_exception_text(page, "label issues (train)")
+    _click_in(page, "conf_li_split", "validation")
+    assert "held-out split" in _no_exception_text(page, "label issues (val)")
+    _click_in(page, "conf_li_split", "training")
+    assert "epoch 1 in-batch" in _no_exception_text(page, "label issues (train again)")
+    screenshot_full(page, SCREENSHOTS / "why_label_issues.png")
+    _click_in(page, "conf_why", "What changed")
+    assert "churn" in _no_exception_text(page, "what changed")
+    screenshot_full(page, SCREENSHOTS / "why_what_changed.png")
+
+    switch_page(page, titles["/attributions"], PAGE_TIMEOUT)
+    _no_exception_text(page, "attributions after the switch")
+    assert real_errors(page_console) == []

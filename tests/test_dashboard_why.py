@@ -245,3 +245,100 @@ def test_every_view_renders_without_an_error(monkeypatch, copy_run):
         at.run()
         ok(at)
     assert not errors(at)
+
+
+# ----------------------------------------------------------------------------- one path per number
+
+def test_the_new_views_read_and_compute_each_thing_once_per_rerun(monkeypatch, copy_run):
+    """tests/test_one_path.py's check on the new views: a cold rerun of each reads no run file twice and loads no
+    model twice (the TracIn pass is on disk first, as after its button)."""
+    from tests.test_one_path import _cold_rerun, _install_counters, _report
+    from tests.apptest_util import new_app
+    run = spiked(copy_run, True)
+    influence.train_pass(run)
+    monkeypatch.setenv("DIGIT_LENS_RUNS", str(run.parent))
+    calls = _install_counters(monkeypatch)
+    at = new_app(_wanted_epoch=EPOCH)
+    found = {"(first run)": _cold_rerun(at, calls, None)}
+    for view in ("Training images behind this", "Smallest change"):
+        found[view] = _cold_rerun(at, calls, "attributions", attr_view=view)
+    for view, split in (("Label issues", "train"), ("Label issues", "val"), ("What changed", None)):
+        extra = {"conf_li_split": split} if split else {}
+        found[f"{view} {split or ''}"] = _cold_rerun(at, calls, "confusion", conf_why=view, **extra)
+    found["overfitting spike"] = _cold_rerun(at, calls, "overfitting", over_spike_show_2=True)
+    problems = _report(found, lambda page, name: True)
+    assert not problems, "\n".join(problems)
+
+
+def test_read_only_the_new_views_write_nothing_into_the_run(monkeypatch, copy_run, tmp_path):
+    """Read-only serving (dashboard/mode.py): the TracIn pass goes to $DIGIT_LENS_CACHE, and a tour of every new
+    view (pass computed with its button) leaves the run folder's files byte for byte as they were."""
+    import sys
+
+    from dashboard import mode
+    from tests.test_read_only import tree_hash
+    run = fresh(copy_run)
+    monkeypatch.setattr(sys, "argv", ["dashboard/app.py", "--read-only"])
+    monkeypatch.setenv(mode.CACHE_ENV, str(tmp_path / "cache"))
+    before = tree_hash(run)
+    at = open_app(monkeypatch, run.parent, "attributions", _wanted_epoch=EPOCH, attr_view="Training images behind this")
+    at.button(key="attr_inf_pass").click().run()
+    ok(at)
+    assert "Proponents of class" in texts(at)
+    at.session_state["attr_view"] = "Smallest change"
+    at.run()
+    ok(at)
+    at.switch_page("app_pages/confusion.py").run()
+    for view, split in (("Label issues", "train"), ("What changed", None)):
+        at.session_state["conf_why"] = view
+        if split:
+            at.session_state["conf_li_split"] = split
+        at.run()
+        ok(at)
+    assert tree_hash(run) == before
+    assert list((tmp_path / "cache").rglob("*tracin*")), "the pass is stored in the read-only cache folder"
+
+
+def test_draw_what_would_make_this_a_4(monkeypatch, copy_run):
+    """Draw page: an uploaded digit, the smallest change to class 4, equal to the search on the same 28x28 image."""
+    from PIL import Image
+
+    from analysis.preprocess import preprocess
+    from dashboard.cache import load_raw_mnist
+    run = fresh(copy_run)
+    digit = 255 - load_raw_mnist()["t10k-images-idx3-ubyte"][0]
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(Image.fromarray(digit).resize((280, 280)))).save(buf, format="PNG")
+    at = open_app(monkeypatch, run.parent, "draw", draw_source="upload", _wanted_epoch=EPOCH)
+    at.file_uploader(key="draw_upload").set_value(("digit.png", buf.getvalue(), "image/png")).run()
+    at.toggle(key="draw_cf_on").set_value(True).run()
+    at.selectbox(key="draw_cf_target").select(4).run()
+    ok(at)
+    model = runs.load_model(run, EPOCH)
+    x = preprocess(buf.getvalue()).tensor
+    with torch.no_grad():
+        pred = int(model(x).argmax(1))
+    if pred == 4:
+        assert any("already answers 4" in i.value for i in at.info)
+        return
+    ref = counterfactual.smallest_change(model, x, 4)
+    assert metric(at, "Found") == ("yes" if ref["found"] else "no")
+    assert metric(at, "Radius (L2)") == f"{ref['radius']:.3f}"
+
+
+def test_smallest_change_out_of_reach_says_so(monkeypatch, copy_run):
+    """A search limited to a tiny radius (built so that no target is reachable): "no", and the search's message."""
+    import functools
+    run = fresh(copy_run)
+    tiny = functools.partial(counterfactual.smallest_change, max_radius=0.01)
+    monkeypatch.setattr(counterfactual, "smallest_change", tiny)
+    at = open_app(monkeypatch, run.parent, "attributions", _wanted_epoch=EPOCH, attr_view="Smallest change")
+    ok(at)
+    model = runs.load_model(run, EPOCH)
+    x = torch.from_numpy(example_image(run).astype(np.float32) / 255)[None, None]
+    shown = " ".join(c.value for c in at.caption)
+    target = int(shown.split("Target: **class ")[1].split("**")[0])
+    ref = tiny(model, x, target)
+    assert not ref["found"]
+    assert metric(at, "Found") == "no"
+    assert [w.value for w in at.warning if w.value == ref["message"]], [w.value for w in at.warning]
