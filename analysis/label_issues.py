@@ -107,7 +107,8 @@ def label_issues(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray | None 
     issue (flagged by cleanlab.filter.find_label_issues)."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     quality = get_label_quality_scores(labels, probs)
-    flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab would fork a pool, and forking a process that runs threads (Streamlit, torch) can deadlock
+    flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     suggested = probs.argmax(1)
     table = pd.DataFrame({"position": np.arange(len(labels)),
                           "official_row": rows if rows is not None else np.arange(len(labels)),
