@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax
 
 from model import runs
 
@@ -61,9 +62,7 @@ class Diff:
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """(N,10) logits of any float dtype -> (N,10) float64 probabilities."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    return softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 def compare(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray, index: np.ndarray | None = None,
@@ -120,32 +119,36 @@ def _same_examples(run_a: Path, run_b: Path, split: str, index_a: np.ndarray, in
             "the same split protocol (--split) and the same evaluation subset (--eval-subset).")
 
 
-def diff(run_a: Path | str, epoch_a: int, run_b: Path | str, epoch_b: int, split: str = "val") -> Diff:
+def diff(run_a: Path | str, epoch_a: int, run_b: Path | str, epoch_b: int, split: str = "val",
+         load_predictions: runs.PredictionsReader = runs.load_predictions) -> Diff:
     """What changed from (run_a, epoch_a) to (run_b, epoch_b) on `split` ("val" or "test").
 
     Works between epochs of one run and between two runs that scored the same examples (ValueError
-    otherwise); RunError when a predictions file is missing or corrupt.
+    otherwise); RunError when a predictions file is missing or corrupt. `load_predictions` reads a
+    predictions file (the dashboard passes its cached reader).
     """
     run_a, run_b = Path(run_a), Path(run_b)
-    logits_a, labels_a, index_a = _split(run_a, epoch_a, split)
-    logits_b, labels_b, index_b = _split(run_b, epoch_b, split)
+    logits_a, labels_a, index_a = _split(run_a, epoch_a, split, load_predictions)
+    logits_b, labels_b, index_b = _split(run_b, epoch_b, split, load_predictions)
     _same_examples(run_a, run_b, split, index_a, index_b)
     if not np.array_equal(labels_a, labels_b):
         raise ValueError(f"the two runs give different labels to the same {split} rows: their data differ")
     return compare(logits_a, logits_b, labels_a, index_a, split)
 
 
-def _split(run: Path, epoch: int, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split(run: Path, epoch: int, split: str, load_predictions: runs.PredictionsReader = runs.load_predictions
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits (N,10), labels (N,), official index (N,)) of one run's split at an epoch."""
     if split not in ("val", "test"):
         raise ValueError(f"unknown split {split!r}: choose val or test")
     if epoch not in runs.prediction_epochs(run):
         raise runs.RunError(runs.predictions_path(run, epoch),
                             f"missing: the run has predictions for epochs {runs.prediction_epochs(run)}")
-    return runs.split_arrays(runs.load_predictions(run, epoch), split, runs.predictions_path(run, epoch))
+    return runs.split_arrays(load_predictions(run, epoch), split, runs.predictions_path(run, epoch))
 
 
-def forgotten(run: Path | str, epoch: int, split: str = "val") -> pd.DataFrame:
+def forgotten(run: Path | str, epoch: int, split: str = "val",
+              load_predictions: runs.PredictionsReader = runs.load_predictions) -> pd.DataFrame:
     """The examples right at epoch-1, wrong at `epoch` and right again at epoch+1, with the wrong answer.
 
     Returns:
@@ -158,7 +161,8 @@ def forgotten(run: Path | str, epoch: int, split: str = "val") -> pd.DataFrame:
     if epoch - 1 not in have or epoch + 1 not in have:
         raise ValueError(f"forgotten at epoch {epoch} needs the predictions of epochs {epoch - 1}, {epoch} and "
                          f"{epoch + 1}; {run.name} has epochs {have}")
-    (before, labels, index), (at, _, _), (after, _, _) = (_split(run, e, split) for e in (epoch - 1, epoch, epoch + 1))
+    (before, labels, index), (at, _, _), (after, _, _) = (_split(run, e, split, load_predictions)
+                                                          for e in (epoch - 1, epoch, epoch + 1))
     right_before = compare(before, at, labels, index, split)
     was = right_before.examples
     right_after = np.asarray(after, dtype=np.float64).argmax(1) == labels

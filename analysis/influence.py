@@ -71,7 +71,7 @@ def factors(model: nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndar
     final = dict(model.named_modules())[name]
     captured: list[torch.Tensor] = []
     hook = final.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0].detach().flatten(1)))
-    images, labels = torch.as_tensor(np.asarray(images)), torch.as_tensor(np.asarray(labels)).long()
+    images, labels = torch.as_tensor(np.array(images)), torch.as_tensor(np.array(labels)).long()   # copies: may be read-only
     grads = []
     try:
         with torch.no_grad():
@@ -120,9 +120,11 @@ def _training_set(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out
 
 
-def learning_rates(run_dir: Path | str) -> dict[int, float]:
-    """epoch -> the learning rate of that epoch (1.0 where metrics.csv has none, e.g. imported runs)."""
-    m = runs.load_metrics(run_dir)
+def learning_rates(run_dir: Path | str, metrics: pd.DataFrame | None = None) -> dict[int, float]:
+    """epoch -> the learning rate of that epoch (1.0 where metrics.csv has none, e.g. imported runs).
+
+    `metrics`: the run's metrics.csv when the caller has read it already."""
+    m = metrics if metrics is not None else runs.load_metrics(run_dir)
     lr = m["lr"] if "lr" in m.columns else pd.Series(np.nan, index=m.index)
     return {int(e): (float(v) if np.isfinite(v) else 1.0) for e, v in zip(m["epoch"], lr)}
 
@@ -149,18 +151,30 @@ def checkpoint_pass(run_dir: Path | str, epoch: int, dim: int | None = DEFAULT_D
             if progress:
                 progress(min(s + BATCH * 5, len(images)), len(images))
         return {"acts": np.concatenate(acts), "grads": np.concatenate(grads), "self": np.concatenate(selfs)}
-    key = make_key("tracin", CACHE_VERSION, epoch=epoch, dim=dim or 0, seed=seed)
-    return cached(run_dir, key, compute, kind="npz")
+    return cached(run_dir, _key(epoch, dim, seed), compute, kind="npz")
+
+
+def _key(epoch: int, dim: int | None, seed: int) -> str:
+    return make_key("tracin", CACHE_VERSION, epoch=epoch, dim=dim or 0, seed=seed)
+
+
+def pass_ready(run_dir: Path | str, dim: int | None = DEFAULT_DIM, seed: int = 0) -> bool:
+    """True when `checkpoint_pass` of every checkpoint is on disk (a query then takes no training-set pass)."""
+    from analysis.cache import cache_path
+    epochs = runs.checkpoint_epochs(run_dir)
+    return bool(epochs) and all(cache_path(run_dir, _key(e, dim, seed), "npz").exists() for e in epochs)
 
 
 def train_pass(run_dir: Path | str, epochs: list[int] | None = None, dim: int | None = DEFAULT_DIM, seed: int = 0,
-               progress: Callable[[int, int], None] | None = None) -> list[tuple[int, float, dict[str, np.ndarray]]]:
+               progress: Callable[[int, int], None] | None = None, lrs: dict[int, float] | None = None
+               ) -> list[tuple[int, float, dict[str, np.ndarray]]]:
     """`checkpoint_pass` for every checkpoint (default: all of the run's): [(epoch, lr, factors)].
 
-    `progress(done, total)` counts training images over all checkpoints (for a progress bar).
+    `progress(done, total)` counts training images over all checkpoints (for a progress bar); `lrs`: the
+    run's `learning_rates` when the caller has them.
     """
     epochs = epochs if epochs is not None else runs.checkpoint_epochs(run_dir)
-    lrs = learning_rates(run_dir)
+    lrs = lrs if lrs is not None else learning_rates(run_dir)
     n = len(training_set(run_dir)[1])
     out = []
     for i, epoch in enumerate(epochs):

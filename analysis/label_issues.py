@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
+from scipy.special import softmax
 
 from model import runs
 
@@ -39,12 +40,6 @@ KINDS = {
     "epoch 1 in-batch": "epoch 1's in-batch probabilities: each image scored just before the model trained on it "
                         "(out-of-sample, but from an early model: more false alarms among hard images)",
 }
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def crossval_group(run_dir: Path | str) -> list[Path]:
@@ -67,30 +62,33 @@ def crossval_group(run_dir: Path | str) -> list[Path]:
     return []
 
 
-def probabilities(run_dir: Path | str, split: str, epoch: int | None = None
+def probabilities(run_dir: Path | str, split: str, epoch: int | None = None,
+                  load_predictions: runs.PredictionsReader = runs.load_predictions
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(probs (N,10) float64, labels (N,), official rows (N,), kind) for cleanlab; kind is a key of KINDS.
 
     RunError when the run holds no probabilities of the needed kind (imported runs have no training records).
+    `load_predictions` reads a predictions file (the dashboard passes its cached reader).
     """
     run_dir = Path(run_dir)
     if split in ("val", "test"):
         epoch = epoch or max(runs.prediction_epochs(run_dir))
-        logits, labels, rows = runs.split_arrays(runs.load_predictions(run_dir, epoch), split,
+        logits, labels, rows = runs.split_arrays(load_predictions(run_dir, epoch), split,
                                                  runs.predictions_path(run_dir, epoch))
-        return _softmax(logits), labels.astype(np.int64), rows.astype(np.int64), "held-out split"
+        return softmax(logits.astype(np.float64), axis=1), labels.astype(np.int64), rows.astype(np.int64), \
+            "held-out split"
     if split != "train":
         raise ValueError(f"split must be train, val or test, got {split!r}")
     group = crossval_group(run_dir)
     if group:
-        parts = [runs.load_predictions(r, max(runs.prediction_epochs(r))) for r in group]
+        parts = [load_predictions(r, max(runs.prediction_epochs(r))) for r in group]
         probs = np.concatenate([p["heldout_probs"] for p in parts]).astype(np.float64)
         labels = np.concatenate([p["heldout_labels"] for p in parts]).astype(np.int64)
         rows = np.concatenate([p["heldout_index"] for p in parts]).astype(np.int64)
         order = np.argsort(rows, kind="stable")
         return probs[order] / probs[order].sum(1, keepdims=True), labels[order], rows[order], "cross-validation"
     first = runs.prediction_epochs(run_dir)[:1]
-    p = runs.load_predictions(run_dir, first[0]) if first == [1] else {}
+    p = load_predictions(run_dir, first[0]) if first == [1] else {}
     if "train_probs" not in p:
         raise runs.RunError(runs.predictions_path(run_dir, 1),
                             "no training probabilities (train_probs of epoch 1): the run was imported or trained "
@@ -117,9 +115,10 @@ def label_issues(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray | None 
     return table.sort_values(["quality", "position"], kind="stable").reset_index(drop=True)
 
 
-def run_label_issues(run_dir: Path | str, split: str = "train", epoch: int | None = None) -> tuple[pd.DataFrame, str]:
+def run_label_issues(run_dir: Path | str, split: str = "train", epoch: int | None = None,
+                     load_predictions: runs.PredictionsReader = runs.load_predictions) -> tuple[pd.DataFrame, str]:
     """`label_issues` on a run's probabilities of one split: (ranked table, kind of probabilities)."""
-    probs, labels, rows, kind = probabilities(run_dir, split, epoch)
+    probs, labels, rows, kind = probabilities(run_dir, split, epoch, load_predictions)
     return label_issues(probs, labels, rows), kind
 
 

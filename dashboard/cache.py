@@ -777,12 +777,8 @@ def kernel_mosaic_figure(run_dir: str, epoch: int, layer: str, name: str, animat
 
 def influence_pass_ready(run_dir: str | Path) -> bool:
     """True when the TracIn training-set pass of every checkpoint is on disk (loading it then takes seconds)."""
-    from analysis.cache import cache_path, make_key
-    from analysis.influence import CACHE_VERSION, DEFAULT_DIM
-    epochs = runs.checkpoint_epochs(Path(run_dir))
-    return bool(epochs) and all(
-        cache_path(run_dir, make_key("tracin", CACHE_VERSION, epoch=e, dim=DEFAULT_DIM or 0, seed=0), "npz").exists()
-        for e in epochs)
+    from analysis.influence import pass_ready
+    return pass_ready(run_dir)
 
 
 def influence_training_size(run_dir: str | Path) -> tuple[int, int]:
@@ -800,13 +796,8 @@ def compute_influence_pass(run_dir: str | Path, progress=None) -> None:
 
 @st.cache_resource(show_spinner="Loading the training-set pass…", max_entries=2)
 def _influence_passes(run_dir: str, key: tuple):
-    # analysis.influence.train_pass, with each epoch's learning rate (analysis.influence.learning_rates: 1.0 where
-    # metrics.csv has none) from the cached metrics, so metrics.csv is read once per rerun
-    from analysis.influence import checkpoint_pass
-    metrics = load_metrics(run_dir)
-    lr = metrics["lr"] if "lr" in metrics.columns else pd.Series(np.nan, index=metrics.index)
-    lrs = {int(e): (float(v) if np.isfinite(v) else 1.0) for e, v in zip(metrics["epoch"], lr)}
-    return [(e, lrs.get(e, 1.0), checkpoint_pass(run_dir, e)) for e in runs.checkpoint_epochs(Path(run_dir))]
+    from analysis.influence import learning_rates, train_pass
+    return train_pass(run_dir, lrs=learning_rates(run_dir, load_metrics(run_dir)))   # metrics.csv read once
 
 
 def influence_passes(run_dir: str | Path):
@@ -861,23 +852,10 @@ def smallest_change(run_dir: str | Path, epoch: int, image: np.ndarray, target: 
     return _smallest_change(str(run_dir), int(epoch), as_float_image(image), int(target))
 
 
-def _split_logits(run_dir: str, epoch: int, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits, labels, official index) of a split from the cached predictions file (model.runs.split_arrays)."""
-    if int(epoch) not in prediction_epochs(run_dir):
-        raise runs.RunError(runs.predictions_path(Path(run_dir), int(epoch)),
-                            f"missing: the run has predictions for epochs {prediction_epochs(run_dir)}")
-    return runs.split_arrays(load_predictions(run_dir, epoch), split, runs.predictions_path(Path(run_dir), int(epoch)))
-
-
 @st.cache_data(show_spinner="Comparing the two models example by example…", max_entries=32)
 def _diff(run_a: str, epoch_a: int, run_b: str, epoch_b: int, split: str, key: tuple):
     from analysis import diff as d
-    logits_a, labels_a, index_a = _split_logits(run_a, epoch_a, split)
-    logits_b, labels_b, index_b = _split_logits(run_b, epoch_b, split)
-    d._same_examples(Path(run_a), Path(run_b), split, index_a, index_b)     # ValueError: not the same examples
-    if not np.array_equal(labels_a, labels_b):
-        raise ValueError(f"the two runs give different labels to the same {split} rows: their data differ")
-    return d.compare(logits_a, logits_b, labels_a, index_a, split)
+    return d.diff(run_a, epoch_a, run_b, epoch_b, split, load_predictions=load_predictions)
 
 
 def diff(run_a: str | Path, epoch_a: int, run_b: str | Path, epoch_b: int, split: str = "val"):
@@ -890,22 +868,7 @@ def diff(run_a: str | Path, epoch_a: int, run_b: str | Path, epoch_b: int, split
 @st.cache_data(show_spinner=False, max_entries=32)
 def _forgotten(run_dir: str, epoch: int, split: str, key: tuple) -> pd.DataFrame:
     from analysis import diff as d
-    have = prediction_epochs(run_dir)
-    if epoch - 1 not in have or epoch + 1 not in have:
-        raise ValueError(f"forgotten at epoch {epoch} needs the predictions of epochs {epoch - 1}, {epoch} and "
-                         f"{epoch + 1}; {Path(run_dir).name} has epochs {have}")
-    (before, labels, index), (at, _, _), (after, _, _) = (_split_logits(run_dir, e, split)
-                                                          for e in (epoch - 1, epoch, epoch + 1))
-    # analysis.diff.forgotten on arrays already read: became wrong from epoch-1 to epoch, right again at epoch+1
-    was = d.compare(before, at, labels, index, split).examples
-    right_after = d.compare(at, after, labels, index, split).examples["new"].to_numpy() == labels
-    rows = was[was["group"].eq("became_wrong").to_numpy() & right_after]
-    probs = d._softmax(at)[rows["position"].to_numpy()]
-    out = pd.DataFrame({"position": rows["position"].to_numpy(), "index": rows["index"].to_numpy(),
-                        "label": rows["label"].to_numpy(), "answer": rows["new"].to_numpy(),
-                        "confidence": rows["new_confidence"].to_numpy(),
-                        "true_prob": probs[np.arange(len(rows)), rows["label"].to_numpy()]})
-    return out.sort_values(["confidence", "position"], ascending=[False, True]).reset_index(drop=True)
+    return d.forgotten(run_dir, epoch, split, load_predictions=load_predictions)
 
 
 def forgotten(run_dir: str | Path, epoch: int, split: str = "val") -> pd.DataFrame:
@@ -917,17 +880,7 @@ def forgotten(run_dir: str | Path, epoch: int, split: str = "val") -> pd.DataFra
 @st.cache_data(show_spinner="Ranking the labels with cleanlab…", max_entries=32)
 def _label_issues(run_dir: str, split: str, epoch: int, key: tuple) -> tuple[pd.DataFrame, str]:
     from analysis import label_issues as li
-    if split in ("val", "test"):      # the held-out split's saved logits, read once through this module
-        logits, labels, rows = _split_logits(run_dir, epoch, split)
-        return li.label_issues(li._softmax(logits), labels.astype(np.int64), rows.astype(np.int64)), "held-out split"
-    first = prediction_epochs(run_dir)[:1]
-    if split == "train" and not li.crossval_group(run_dir) and first == [1] and "train_probs" in load_predictions(
-            run_dir, 1):   # analysis.label_issues.probabilities' epoch-1 in-batch case, from the cached file
-        p = load_predictions(run_dir, 1)
-        probs = p["train_probs"].astype(np.float64)
-        return li.label_issues(probs / probs.sum(1, keepdims=True), p["train_labels"].astype(np.int64),
-                               p["train_index"].astype(np.int64)), "epoch 1 in-batch"
-    return li.run_label_issues(run_dir, split, epoch)      # cross-validation folds, or its RunError saying why not
+    return li.run_label_issues(run_dir, split, epoch, load_predictions=load_predictions)
 
 
 def label_issues(run_dir: str | Path, split: str, epoch: int) -> tuple[pd.DataFrame, str]:

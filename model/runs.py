@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -449,6 +450,10 @@ def load_predictions(run_dir: Path | str, epoch: int) -> dict[str, np.ndarray]:
         raise RunError(path, f"corrupt predictions file ({e})") from e
     except Exception as e:  # zipfile.BadZipFile and friends
         raise RunError(path, f"corrupt predictions file ({type(e).__name__}: {e})") from e
+
+
+# reads one predictions file, (run, epoch) -> its arrays: load_predictions, or a caller's cached version of it
+PredictionsReader = Callable[[Path | str, int], dict[str, np.ndarray]]
 
 
 def split_arrays(predictions: dict[str, np.ndarray], split: str, source: Path | str = "the predictions"
