@@ -10,6 +10,8 @@ Models are shared objects (`st.cache_resource`, one per (run, epoch), never muta
 arrays are `st.cache_data` (each caller gets a copy). Files that grow or change while a run trains
 (metrics, steps, predictions) are keyed by their modification time, so a new epoch shows up without a
 restart. Every loader raises model.runs.RunError / data.mnist.DataError for bad files; pages show those.
+Heavy results (attribution maps, sanity and deletion checks, class means, the smallest change) are computed
+in dashboard.workers' process pool, shared by every session, at most one job per core at once.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard import jobs, workers
 from data import mnist
 from model import runs
 from model.config import DataConfig
@@ -524,15 +527,19 @@ def checkpoints_key(run_dir: str) -> tuple[tuple[int, float], ...]:
                  for e in runs.checkpoint_epochs(Path(run_dir)))
 
 
+# Heavy results below are computed by dashboard.workers (a pool of processes shared by every session, at most
+# one job per core at once); `_waiting` is an st.empty placeholder where a queued visitor reads its position
+# (a leading underscore keeps it out of the cache key).
+
+def _heavy(fn, *args):
+    """fn(*args) (a dashboard.jobs function) in a worker process, the queue shown while it waits."""
+    return workers.run(fn, *args, waiting=st.empty())
+
+
 @st.cache_data(show_spinner="Computing the attribution map…", max_entries=512)
 def _attribution(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
                  options: tuple) -> tuple[np.ndarray, float | None]:
-    from analysis import attributions
-    model, x = load_model(run_dir, epoch), _batch(image)
-    if method in attributions.DELTA_METHODS:
-        attr, delta = attributions.attribute_with_delta(model, x, int(target), method, **dict(options))
-        return attr[0, 0].numpy(), float(delta[0])
-    return attributions.attribute(model, x, int(target), method, **dict(options))[0, 0].numpy(), None
+    return _heavy(jobs.attribution, load_model(run_dir, epoch), image, method, int(target), options)
 
 
 def attribution(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
@@ -543,11 +550,7 @@ def attribution(run_dir: str, epoch: int, image: np.ndarray, method: str, target
 
 @st.cache_data(show_spinner="Computing the maps for all ten classes…", max_entries=64)
 def _all_classes(run_dir: str, epoch: int, image: np.ndarray, method: str, options: tuple) -> np.ndarray:
-    import torch
-    from analysis import attributions
-    attr = attributions.attribute(load_model(run_dir, epoch), _batch(image, 10), torch.arange(10), method,
-                                  **dict(options))
-    return attr[:, 0].numpy()                                              # (10,28,28)
+    return _heavy(jobs.all_classes, load_model(run_dir, epoch), image, method, options)     # (10,28,28)
 
 
 def all_class_attributions(run_dir: str, epoch: int, image: np.ndarray, method: str,
@@ -559,11 +562,7 @@ def all_class_attributions(run_dir: str, epoch: int, image: np.ndarray, method: 
 @st.cache_data(show_spinner="Randomizing the model, layer by layer…", max_entries=128)
 def _sanity(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
             options: tuple) -> tuple[pd.DataFrame, bool, str]:
-    from analysis import trust
-    table = trust.randomization_test_cached(run_dir, epoch, image, method, int(target),
-                                            model=load_model(run_dir, epoch), **dict(options))
-    passed, sentence = trust.sanity_verdict(table)
-    return table, passed, sentence
+    return _heavy(jobs.sanity, run_dir, epoch, load_model(run_dir, epoch), image, method, int(target), options)
 
 
 def sanity_check(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
@@ -575,12 +574,8 @@ def sanity_check(run_dir: str, epoch: int, image: np.ndarray, method: str, targe
 @st.cache_data(show_spinner="Deleting pixels…", max_entries=128)
 def _deletion(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
               options: tuple) -> tuple[pd.DataFrame, dict]:
-    import torch
-    from analysis import trust
     attr, _ = attribution(run_dir, epoch, image, method, target, dict(options))
-    table = trust.deletion_insertion(load_model(run_dir, epoch), _batch(image), torch.from_numpy(attr),
-                                     int(target))
-    return table, trust.deletion_summary(table)
+    return _heavy(jobs.deletion, load_model(run_dir, epoch), image, attr, int(target))
 
 
 def deletion_check(run_dir: str, epoch: int, image: np.ndarray, method: str, target: int,
@@ -591,9 +586,7 @@ def deletion_check(run_dir: str, epoch: int, image: np.ndarray, method: str, tar
 
 @st.cache_data(show_spinner="Averaging maps over the class (cached in the run folder)…", max_entries=128)
 def _class_mean(run_dir: str, epoch: int, digit: int, method: str, n: int, options: tuple) -> np.ndarray:
-    from analysis.attributions import class_mean_attribution_cached
-    return class_mean_attribution_cached(run_dir, epoch, digit, method, n=n, model=load_model(run_dir, epoch),
-                                         **dict(options))
+    return _heavy(jobs.class_mean, run_dir, epoch, load_model(run_dir, epoch), digit, method, n, options)
 
 
 def class_mean_attribution(run_dir: str, epoch: int, digit: int, method: str, n: int,
@@ -843,8 +836,7 @@ def top_self_influence(run_dir: str | Path, epoch: int, k: int = 16) -> pd.DataF
 
 @st.cache_data(show_spinner="Searching the smallest change…", max_entries=256)
 def _smallest_change(run_dir: str, epoch: int, image: np.ndarray, target: int) -> dict:
-    from analysis.counterfactual import smallest_change as search
-    return search(load_model(run_dir, epoch), _batch(image), int(target))
+    return _heavy(jobs.smallest_change, load_model(run_dir, epoch), image, int(target))
 
 
 def smallest_change(run_dir: str | Path, epoch: int, image: np.ndarray, target: int) -> dict:

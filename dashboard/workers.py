@@ -15,16 +15,22 @@ once: the cached wrappers in dashboard.cache call `run` inside st.cache_data, wh
 key. While a job waits, `waiting` (an st.empty placeholder) says how many jobs are ahead and then that
 it is computing, so a visitor never sees a frozen page.
 
-Workers start with the "forkserver" method (never fork a process that runs threads), use one torch
-thread each (the pool is the parallelism), and keep their own small cache of loaded models.
+Workers start with the "forkserver" method (never fork a process that runs threads), forked from a
+server that has imported torch and dashboard.jobs already, and use one torch thread each (the pool is
+the parallelism). They keep no models: each job receives the dashboard's cached model, whose weights
+travel through shared memory.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 _pool: ProcessPoolExecutor | None = None
@@ -61,10 +67,26 @@ def pool() -> ProcessPoolExecutor | None:
     with _lock:
         if _pool is None:
             ctx = multiprocessing.get_context("forkserver")
+            # the fork server imports these once and forks every worker from itself; not "__main__" (its default),
+            # which under Streamlit is the page script
+            ctx.set_forkserver_preload(["torch", "dashboard.jobs"])
             _pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker)
-            for _ in range(n):
-                _pool.submit(_warm, 0.5)
+            with _plain_main():
+                for _ in range(n):          # starts all n processes now (the pool starts them on demand)
+                    _pool.submit(_warm, 0.5)
         return _pool
+
+
+@contextlib.contextmanager
+def _plain_main():
+    """An empty __main__ while workers start: a new process re-imports its parent's __main__, which under
+    Streamlit is the page script being run (Streamlit itself swaps __main__ for every script run)."""
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
 
 
 def pending() -> int:
@@ -104,8 +126,17 @@ def submit(fn: Callable, *args: Any) -> tuple[Future, int]:
 def run(fn: Callable, *args: Any, waiting: Any = None) -> Any:
     """fn(*args) in a worker, waiting for it; `waiting` (an st.empty placeholder, optional) shows the queue.
 
-    Raises whatever the job raised (its type and message cross the process boundary).
+    Raises whatever the job raised (its type and message cross the process boundary). A worker that died
+    (killed, out of memory) breaks the pool: it is replaced and the job tried once more.
     """
+    try:
+        return _run(fn, args, waiting)
+    except BrokenProcessPool:
+        _discard_pool()
+        return _run(fn, args, waiting)
+
+
+def _run(fn: Callable, args: tuple, waiting: Any) -> Any:
     f, seq = submit(fn, *args)
     shown = None
     while waiting is not None and not f.done():
@@ -119,6 +150,16 @@ def run(fn: Callable, *args: Any, waiting: Any = None) -> Any:
     if shown is not None:
         waiting.empty()
     return f.result()
+
+
+def _discard_pool() -> None:
+    """Forget a broken pool (its jobs failed); the next job starts a new one."""
+    global _pool
+    with _lock:
+        broken, _pool = _pool, None
+        _inflight.clear()
+    if broken is not None:
+        broken.shutdown(wait=False, cancel_futures=True)
 
 
 def shutdown() -> None:

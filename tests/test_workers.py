@@ -79,3 +79,15 @@ def test_zero_workers_run_inline(pool_of):
     pool_of(0)
     pid, _, _ = workers.run(busy, 0.01, waiting=Placeholder())
     assert pid == os.getpid() and workers.pool() is None
+
+
+def die() -> None:
+    os._exit(3)                                              # a worker killed mid-job (out of memory, SIGKILL)
+
+
+def test_a_dead_worker_is_replaced_and_the_next_job_runs(pool_of):
+    pool_of(1)
+    with pytest.raises(Exception):
+        workers.run(die)                                     # tried twice: each attempt kills its worker
+    pid, _, _ = workers.run(busy, 0.01)
+    assert pid != os.getpid() and workers.pending() == 0
