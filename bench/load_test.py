@@ -49,7 +49,8 @@ from bench.page_render import linked_copy  # noqa: E402
 from bench.common import browser_bench_parser, chosen_run  # noqa: E402
 from model import runs  # noqa: E402
 from tests.browser_util import (_CLOCK_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS, CLICK_NAV_JS, VIEWPORT,  # noqa: E402
-                                free_port, streamlit_server)
+                                free_port, server_pid, streamlit_server)
+from tests.browser_util import process_tree as _tree, usage as _usage  # noqa: E402  (the /proc sampling, shared)
 
 STEPS = ["runs", "attributions", "attr example", "confusion", "kernels", "runs again"]
 # sidebar link text of each clicked step (see dashboard/app.py)
@@ -135,51 +136,6 @@ async def tour(browser, base_url: str, run_id: str, position: int, timeout: floa
 
 
 # ---------------------------------------------------------------- server side: /proc sampling
-
-def _tree(root: int) -> list[int]:
-    """`root` and all its descendants, from /proc/*/stat parent ids."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += [p for p, pp in parent.items() if pp == pid]
-    return out
-
-
-def _usage(pids: list[int]) -> tuple[int, float]:
-    """(RSS bytes, CPU seconds utime+stime) summed over `pids` (vanished ones skipped)."""
-    page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
-    rss, cpu = 0, 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        cpu += (int(fields[11]) + int(fields[12])) / tick   # utime, stime (stat fields 14, 15)
-        rss += int(fields[21]) * page                       # rss (stat field 24), in pages
-    return rss, cpu
-
-
-def server_pid(port: int) -> int:
-    """The pid of the streamlit process serving on `port`."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"streamlit" in cmd and b"--server.port" in cmd and str(port).encode() in cmd:
-                return int(entry)
-    raise LookupError(f"no streamlit process on port {port}")
-
 
 def _machine_busy_s() -> float:
     """CPU seconds all cores of the machine spent busy since boot (/proc/stat: all but idle and iowait)."""

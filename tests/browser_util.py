@@ -1,8 +1,9 @@
 """Drive the real dashboard in headless Chromium: start the server, open pages, wait for them to settle.
 
-Shared by `tests/test_browser.py` and `bench/page_render.py`. Needs Debian's chromium
-(`/usr/bin/chromium`, `.ci/run` installs it) and the `playwright` Python package; Playwright's own
-browser download is never used.
+Shared by `tests/test_browser.py`, `tests/test_memory.py`, `bench/page_render.py` and `bench/load_test.py`
+(test_memory and load_test also share its /proc sampling of the server's memory: `server_pid`, `process_tree`,
+`usage`, `RssSampler`). Needs Debian's chromium (`/usr/bin/chromium`, `.ci/run` installs it) and the `playwright` Python
+package; Playwright's own browser download is never used.
 
 "Rendered" means: the server has reported a finished script run since the navigation started (read
 from the websocket: a fast run may never show as "running" in the DOM), the app's script state is
@@ -19,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -172,6 +174,96 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
         except ProcessLookupError:
             pass
+
+
+# ----------------------------------------------------------------------------- the server's memory and CPU, from /proc
+
+def server_pid(port: int) -> int:
+    """The pid of the streamlit process serving on `port`."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"streamlit" in cmd and b"--server.port" in cmd and str(port).encode() in cmd:
+                return int(entry)
+    raise LookupError(f"no streamlit process on port {port}")
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants, from /proc/*/stat parent ids."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += [p for p, pp in parent.items() if pp == pid]
+    return out
+
+
+def usage(pids: list[int]) -> tuple[int, float]:
+    """(RSS bytes, CPU seconds utime+stime) summed over `pids` (vanished ones skipped)."""
+    page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
+    rss, cpu = 0, 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / tick   # utime, stime (stat fields 14, 15)
+        rss += int(fields[21]) * page                       # rss (stat field 24), in pages
+    return rss, cpu
+
+
+def pss(pids: list[int]) -> int:
+    """Proportional set size, bytes, summed over `pids` (vanished ones skipped): a page shared by k of them counts
+    1/k in each, so a forked tree (the worker pool shares torch with its fork server) is not counted k times."""
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:")), 0)
+    return total
+
+
+class RssSampler(threading.Thread):
+    """Samples the memory of a process tree every `every` s until stopped: `samples` is [(monotonic s, RSS MB,
+    PSS MB)] (RSS summed over the tree counts pages its processes share once per process; PSS does not)."""
+
+    def __init__(self, pid: int, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.samples, self._done = pid, every, [], threading.Event()
+
+    def now_mb(self) -> tuple[float, float]:
+        """The tree's (RSS, PSS) right now, MB (also recorded)."""
+        pids = process_tree(self.pid)
+        rss_mb, pss_mb = usage(pids)[0] / 2**20, pss(pids) / 2**20
+        self.samples.append((time.monotonic(), rss_mb, pss_mb))
+        return rss_mb, pss_mb
+
+    def run(self) -> None:
+        self.now_mb()
+        while not self._done.wait(self.every):
+            self.now_mb()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def between(self, t0: float, t1: float, kind: str = "pss") -> list[float]:
+        """The MB samples ("pss" or "rss") taken from monotonic time t0 to t1."""
+        i = 2 if kind == "pss" else 1
+        return [sample[i] for sample in self.samples if t0 <= sample[0] <= t1]
 
 
 def launch_chromium(playwright):
