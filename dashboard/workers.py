@@ -23,6 +23,7 @@ travel through shared memory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import sys
@@ -38,6 +39,8 @@ _lock = threading.Lock()
 _inflight: set[int] = set()   # sequence numbers of jobs submitted and not finished, over all sessions
 _next = 0
 _POLL_S = 0.2
+# settings a job reads from the environment: sent with every job, since a worker may predate them
+_ENV_KEYS = ("DIGIT_LENS_CACHE", "DIGIT_LENS_RUNS", "DIGIT_LENS_DATA", "DIGIT_LENS_READ_ONLY")
 
 
 def size() -> int:
@@ -100,11 +103,44 @@ def _ahead(seq: int) -> int:
         return sum(1 for s in _inflight if s < seq)
 
 
+def _call(env: dict[str, str | None], fn: Callable, args: tuple) -> Any:
+    """In a worker: take the caller's settings (cache folder, ...), then run the job."""
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return fn(*args)
+
+
+def portable(obj: Any) -> bool:
+    """Whether a worker can rebuild obj from a pickle: a model whose classes live in importable modules (a
+    user's class file imported by path is not; its torch.fx rewrite is). Other arguments: always."""
+    import torch.fx as fx
+    import torch.nn as nn
+    if not isinstance(obj, nn.Module):
+        return True
+    for m in obj.modules():
+        if isinstance(m, fx.GraphModule):
+            continue
+        if not _importable(type(m).__module__.split(".")[0]):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _importable(top: str) -> bool:
+    """Whether a fresh process finds the top-level module `top` on sys.path (not one imported by file path)."""
+    from importlib.machinery import PathFinder
+    return top != "__main__" and (top in sys.builtin_module_names or PathFinder.find_spec(top, sys.path) is not None)
+
+
 def submit(fn: Callable, *args: Any) -> tuple[Future, int]:
-    """Start fn(*args) in a worker (or run it now when there is no pool): (its future, its sequence number)."""
+    """Start fn(*args) in a worker (or run it now when there is no pool, or when an argument is a model a
+    worker cannot rebuild): (its future, its sequence number)."""
     global _next
     p = pool()
-    if p is None:
+    if p is None or not all(portable(a) for a in args):
         f: Future = Future()
         try:
             f.set_result(fn(*args))
@@ -114,7 +150,7 @@ def submit(fn: Callable, *args: Any) -> tuple[Future, int]:
     with _lock:
         seq, _next = _next, _next + 1
         _inflight.add(seq)
-    f = p.submit(fn, *args)
+    f = p.submit(_call, {k: os.environ.get(k) for k in _ENV_KEYS}, fn, args)
 
     def done(_: Future) -> None:
         with _lock:

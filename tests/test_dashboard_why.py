@@ -330,6 +330,7 @@ def test_smallest_change_out_of_reach_says_so(monkeypatch, copy_run):
     """A search limited to a tiny radius (built so that no target is reachable): "no", and the search's message."""
     import functools
     run = fresh(copy_run)
+    monkeypatch.setenv("DIGIT_LENS_WORKERS", "0")        # the patched search must run in this process
     tiny = functools.partial(counterfactual.smallest_change, max_radius=0.01)
     monkeypatch.setattr(counterfactual, "smallest_change", tiny)
     at = open_app(monkeypatch, run.parent, "attributions", _wanted_epoch=EPOCH, attr_view="Smallest change")

@@ -172,6 +172,7 @@ def test_read_only_tour_leaves_every_run_folder_unchanged(clean_env, copy_run, t
 def test_tour_without_read_only_writes_the_cache_into_the_run(clean_env, copy_run):
     """Built to fail the other way: the same tour, not read-only, does write into the run folder."""
     run = copy_run("local")
+    clean_env.setenv("DIGIT_LENS_WORKERS", "0")       # the audit hook sees this process's writes, not a worker's
     before = tree_hash(run.parent)
     _watch["root"], _watch["hits"] = str(run.parent.resolve()), []
     try:

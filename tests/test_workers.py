@@ -91,3 +91,34 @@ def test_a_dead_worker_is_replaced_and_the_next_job_runs(pool_of):
         workers.run(die)                                     # tried twice: each attempt kills its worker
     pid, _, _ = workers.run(busy, 0.01)
     assert pid != os.getpid() and workers.pending() == 0
+
+
+def cache_setting() -> str | None:
+    return os.environ.get("DIGIT_LENS_CACHE")
+
+
+def test_a_job_sees_the_callers_settings_even_in_a_worker_started_before_them(pool_of, monkeypatch):
+    """Read-only mode sets DIGIT_LENS_CACHE in the server: a worker must write caches where the server says."""
+    pool_of(1)
+    monkeypatch.delenv("DIGIT_LENS_CACHE", raising=False)
+    assert workers.run(cache_setting) is None                # the worker is up before the setting
+    monkeypatch.setenv("DIGIT_LENS_CACHE", "/tmp/elsewhere")
+    assert workers.run(cache_setting) == "/tmp/elsewhere"
+
+
+def test_a_model_of_a_class_imported_by_path_runs_in_this_process(pool_of, tmp_path):
+    """A user's class file imported by path cannot be rebuilt in a worker: such jobs run inline."""
+    import torch.nn as nn
+
+    from model.external import load_class
+    (tmp_path / "m.py").write_text("import torch.nn as nn\nclass M(nn.Module):\n    def forward(self, x):\n"
+                                   "        return x\n")
+    user = load_class(tmp_path / "m.py", "M")()
+    assert not workers.portable(user) and workers.portable(nn.Sequential(nn.Linear(2, 2))) and workers.portable(3)
+    pool_of(1)
+    assert workers.run(pid_of, user) == os.getpid()
+    assert workers.run(pid_of, nn.Linear(2, 2)) != os.getpid()
+
+
+def pid_of(model) -> int:
+    return os.getpid()
