@@ -29,7 +29,7 @@ Any model: methods that hook non-linearity modules (DeepLift, Guided Backprop, D
 Grad-CAM) need every non-linearity to be a module used once (`analysis.layers.discover(...).hook_methods`;
 model.external.modularize makes imported models so). For a model where that fails, `available_methods`
 gives the reason and `attribute` raises `MethodUnavailable` instead of returning a silently wrong map.
-The model's layers are found once per model object (`analysis.internals.layers_of`).
+The model's layers are found once per model object (`analysis.layers.layers_of`).
 
 Grad-CAM's default layer is the model's last conv layer. It is computed on the layer's grid (conv2: 11x11)
 and drawn on the input where each unit looks:
@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
-from analysis.internals import layers_of
+from analysis.layers import layers_of
 from analysis.layers import Layers
 from model.external import set_eval
 from captum.attr import (

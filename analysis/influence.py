@@ -45,7 +45,7 @@ import torch.nn as nn
 
 from analysis.attributions import private_copy
 from analysis.cache import cached, make_key
-from analysis.internals import layers_of
+from analysis.layers import layers_of
 from model import runs
 from model.external import set_eval
 from model.net import to_input

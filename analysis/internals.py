@@ -3,7 +3,7 @@
 Works for any network that takes (B,1,28,28) images in [0,1] and returns logits: our `model.net.Net`
 or an imported one (model.external.Wrapped, whose layers are named "net.<name>"). Nothing assumes
 the names conv1/conv2/fc1: the layers are found by `analysis.layers.discover`, once per model object
-(`layers_of`):
+(`analysis.layers.layers_of`):
   * stages: every leaf module's output for one image, in forward order (`activations`);
   * unit layers: every conv layer and every linear layer but the final one. A unit's score is the
     max over its map of the layer's output after the non-linearity that follows the layer
@@ -22,8 +22,6 @@ Slow run-level results have cached wrappers (`*_cached`), stored in `<run>/cache
 from __future__ import annotations
 
 import copy
-import threading
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from analysis.cache import cached, make_key
-from analysis.layers import Layers, conv_at, discover, embedding_of, layer_input_output, stages
+from analysis.layers import Layers, conv_at, embedding_of, layer_input_output, layers_of, stages
 from model import runs
 from model.external import set_eval
 from model.net import to_input
@@ -42,25 +40,6 @@ from model.net import to_input
 # the stages of our own Net (seed variant; BatchNorm variants add "bn1"/"bn2" after each conv)
 STAGES = ("input", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1", "relu3", "fc2", "logits", "softmax")
 CACHE_VERSION = "v1"
-
-
-# ----------------------------------------------------------------------------- the model's layers
-
-_LAYERS: "weakref.WeakKeyDictionary[nn.Module, Layers]" = weakref.WeakKeyDictionary()
-_LAYERS_LOCK = threading.Lock()
-
-
-def layers_of(model: nn.Module) -> Layers:
-    """`analysis.layers.discover(model)`, run once per model object (one forward pass) and remembered.
-
-    Keyed by the object (weakly): a model whose modules are replaced after its first analysis keeps
-    the layers found then.
-    """
-    with _LAYERS_LOCK:
-        found = _LAYERS.get(model)
-        if found is None:
-            found = _LAYERS[model] = discover(model)
-    return found
 
 
 def eval_model(model: nn.Module) -> nn.Module:

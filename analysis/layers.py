@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import operator
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,6 +190,23 @@ def discover(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> La
                                               "miss those non-linearities"))
 
 
+_LAYERS: "weakref.WeakKeyDictionary[nn.Module, Layers]" = weakref.WeakKeyDictionary()
+_LAYERS_LOCK = threading.Lock()
+
+
+def layers_of(model: nn.Module) -> Layers:
+    """`discover(model)`, run once per model object (one forward pass) and remembered.
+
+    Keyed by the object (weakly): a model whose modules are replaced after its first analysis keeps
+    the layers found then.
+    """
+    with _LAYERS_LOCK:
+        found = _LAYERS.get(model)
+        if found is None:
+            found = _LAYERS[model] = discover(model)
+    return found
+
+
 # ----------------------------------------------------------------------------- one input, every stage
 
 def stages(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -295,7 +314,7 @@ def conv_at(model: nn.Module, x: torch.Tensor, layer: str, channel: int, row: in
 
 def embedding_of(model: nn.Module, x: torch.Tensor, layers: Layers | None = None) -> torch.Tensor:
     """The penultimate representation of a batch: what the final Linear layer reads, (B, features)."""
-    layers = layers or discover(model)
+    layers = layers or layers_of(model)
     if layers.final is None:
         raise ValueError("the model has no Linear layer: no penultimate representation to show")
     seen, _ = layer_input_output(model, x, layers.final)

@@ -38,7 +38,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from analysis.attributions import attribute, gaussian_blur, private_copy, target_tensor
-from analysis.internals import layers_of
+from analysis.layers import layers_of
 from model.external import set_eval
 
 KINDS = {"spearman": True, "spearman_signed": False}   # table column -> correlate |maps| (True) or signed maps

@@ -17,6 +17,7 @@ from analysis import influence
 from data.mnist import load_mnist
 from model import runs
 from model.net import to_input
+from tests.flipped import flipped_training_labels
 
 
 @pytest.fixture(scope="module")
@@ -94,26 +95,11 @@ def test_a_mislabelled_training_image_has_high_self_influence(tmp_path, mnist_ro
     """Built to fail: flip 20 labels of a 1,000-image training set; many rank in the top 6% of self-influence
     (chance would put 1.2 of them there)."""
     from model import train
-    from data import mnist
-    real = mnist.load_mnist
-
-    def flipped(root=None, split="classic"):
-        d = real(root, split)
-        d.train_y = d.train_y.clone()
-        d.train_y[:20] = (d.train_y[:20] + 1) % 10
-        return d
-    import model.train as train_module
-    import analysis.influence as infl
-    mp = pytest.MonkeyPatch()
-    mp.setattr(train_module, "load_mnist", flipped)
-    mp.setattr(mnist, "load_mnist", flipped)
-    try:
+    with flipped_training_labels(20, 1):
         assert train.main(["--epochs", "3", "--subset", "1000", "--eval-subset", "100", "--lr", "0.05",
                            "--momentum", "0.9", "--runs-dir", str(tmp_path), "--name", "flipped"]) == 0
         (run,) = tmp_path.iterdir()
-        values = infl.self_influence(run)
-    finally:
-        mp.undo()
+        values = influence.self_influence(run)
     top = set(np.argsort(-values)[:60].tolist())
     assert len(top & set(range(20))) >= 8, sorted(top & set(range(20)))
 

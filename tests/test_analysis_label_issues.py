@@ -9,8 +9,8 @@ import pytest
 from cleanlab.rank import get_label_quality_scores
 
 from analysis import label_issues as li
-from data import mnist
 from model import runs, train
+from tests.flipped import flipped_training_labels
 
 FLIPPED = 12
 
@@ -41,23 +41,12 @@ def test_flipped_validation_labels_rank_at_the_top(fixture_run):
 @pytest.fixture(scope="module")
 def flipped_group(tmp_path_factory, mnist_root):
     """Two fold runs (cross-validation) on 2,000 training images whose first 40 labels are flipped."""
-    real = mnist.load_mnist
-
-    def flipped(root=None, split="classic"):
-        d = real(root, split)
-        d.train_y = d.train_y.clone()
-        d.train_y[:40] = (d.train_y[:40] + 3) % 10
-        return d
-    mp = pytest.MonkeyPatch()
-    mp.setattr(train, "load_mnist", flipped)
     out = tmp_path_factory.mktemp("cv")
-    try:
+    with flipped_training_labels(40, 3):
         for fold in (0, 1):
             assert train.main(["--epochs", "2", "--subset", "2000", "--eval-subset", "100", "--lr", "0.05",
                                "--momentum", "0.9", "--folds", "2", "--fold", str(fold), "--runs-dir", str(out),
                                "--name", f"cv{fold}"]) == 0
-    finally:
-        mp.undo()
     return out
 
 
