@@ -50,7 +50,7 @@ from bench.common import browser_bench_parser, chosen_run  # noqa: E402
 from model import runs  # noqa: E402
 from tests.browser_util import (_CLOCK_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS, CLICK_NAV_JS, VIEWPORT,  # noqa: E402
                                 free_port, server_pid, streamlit_server)
-from tests.browser_util import process_tree as _tree, usage as _usage  # noqa: E402  (the /proc sampling, shared)
+from tests.browser_util import pss as _pss, process_tree as _tree, usage as _usage  # noqa: E402  (the /proc sampling)
 
 STEPS = ["runs", "attributions", "attr example", "confusion", "kernels", "runs again"]
 # sidebar link text of each clicked step (see dashboard/app.py)
@@ -144,17 +144,20 @@ def _machine_busy_s() -> float:
 
 
 class Sampler(threading.Thread):
-    """Samples the server tree every SAMPLE_S until stopped: peak RSS and mean CPU cores over the window."""
+    """Samples the server tree every SAMPLE_S until stopped: peak RSS, PSS (peak and median) and mean CPU cores.
+
+    PSS counts a page shared by the forked worker pool once; RSS summed over the tree counts it per process."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.pid, self.peak_rss, self.stop_event = pid, 0, threading.Event()
+        self.pid, self.peak_rss, self.pss, self.stop_event = pid, 0, [], threading.Event()
         self._cpu: dict[int, float] = {}   # pid -> last CPU seconds seen (so exited children keep their share)
         self.cpu_s = 0.0
 
     def _sample(self) -> None:
-        total = 0
-        for pid in _tree(self.pid):
+        total, pids = 0, _tree(self.pid)
+        self.pss.append(_pss(pids))
+        for pid in pids:
             rss, cpu = _usage([pid])
             total += rss
             if cpu:
@@ -172,11 +175,13 @@ class Sampler(threading.Thread):
         self.machine_cores = (_machine_busy_s() - self.busy0) / self.wall
         self.cpu_s = sum(c - self.cpu0.get(pid, 0.0) for pid, c in self._cpu.items())
 
-    def stop(self) -> tuple[float, float, float]:
-        """(peak server RSS MB, mean CPU cores the server used, mean CPU cores the whole machine used)."""
+    def stop(self) -> dict[str, float]:
+        """Peak server RSS, peak and median PSS (MB); mean CPU cores the server used, and the whole machine."""
         self.stop_event.set()
         self.join()
-        return self.peak_rss / 2**20, self.cpu_s / self.wall, self.machine_cores
+        return {"rss_mb": self.peak_rss / 2**20, "pss_mb": max(self.pss) / 2**20,
+                "pss_median_mb": statistics.median(self.pss) / 2**20,
+                "cores": self.cpu_s / self.wall, "machine": self.machine_cores}
 
 
 # ---------------------------------------------------------------- one N
@@ -198,10 +203,10 @@ async def _load(base_url: str, run_id: str, n: int, rounds: int, positions, time
                                                for _ in range(n)))
                 tours += batch
                 print(f"  N={n} round {r + 1}: {time.monotonic() - t0:.1f} s so far", flush=True)
-            rss_mb, cores, machine = sampler.stop()
+            usage = sampler.stop()
         finally:
             await browser.close()
-    return tours, rss_mb, cores, machine, time.monotonic() - t0
+    return {"tours": tours, **usage, "wall": time.monotonic() - t0}
 
 
 def measure(run_dir: Path, n: int, rounds: int, positions, timeout: float) -> dict:
@@ -210,14 +215,12 @@ def measure(run_dir: Path, n: int, rounds: int, positions, timeout: float) -> di
         copy = linked_copy(run_dir, Path(tmp) / "runs")
         port = free_port()
         with streamlit_server(copy.parent, port=port, log_path=Path(tmp) / "server.log") as url:
-            tours, rss_mb, cores, machine, wall = asyncio.run(_load(url, copy.name, n, rounds, positions, timeout,
-                                                           server_pid(port)))
-    return {"tours": tours, "rss_mb": rss_mb, "cores": cores, "machine": machine, "wall": wall}
+            return asyncio.run(_load(url, copy.name, n, rounds, positions, timeout, server_pid(port)))
 
 
 # ---------------------------------------------------------------- report
 
-def _positions(n_val: int):
+def positions(n_val: int):
     """Distinct validation positions, never example 0: one per tour, over the whole benchmark."""
     k = 0
     while True:
@@ -234,13 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = chosen_run(args.run, default_run)
     if run_dir is None:
         return 2
-    n_val = len(runs.load_predictions(run_dir, runs.prediction_epochs(run_dir)[-1])["val_labels"])
-    positions = _positions(n_val)
+    chosen = positions(len(runs.load_predictions(run_dir, runs.prediction_epochs(run_dir)[-1])["val_labels"]))
     print(f"run {run_dir}; one fresh server per N on a private linked copy with a cold cache/; "
           f"sessions {args.sessions}, rounds {args.rounds}, {os.cpu_count()} cores", flush=True)
     results = {}
     for n in args.sessions:
-        results[n] = measure(run_dir, n, args.rounds, positions, args.timeout)
+        results[n] = measure(run_dir, n, args.rounds, chosen, args.timeout)
 
     ns = args.sessions
     med = {n: {s: statistics.median(v) if (v := [t.times[s] for t in results[n]["tours"] if s in t.times])
@@ -256,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             m, w = med[n][s], worst[n][s]
             cells += f"{(f'{m:.2f} ({w:.2f})' if m is not None else '-'):>{col + 2}}{errs[n][s]:>8}"
         print(f"{s:<14}{cells}")
-    print(f"\n{'N':>4}{'tours':>7}{'wall s':>9}{'peak server RSS MB':>20}{'server CPU cores':>18}{'machine CPU cores':>19}")
+    print(f"\n{'N':>4}{'tours':>7}{'wall s':>9}{'server PSS MB median (peak)':>29}{'RSS sum peak':>14}"
+          f"{'server CPU cores':>18}{'machine CPU cores':>19}")
     for n in ns:
         r = results[n]
-        print(f"{n:>4}{len(r['tours']):>7}{r['wall']:>9.1f}{r['rss_mb']:>20.0f}{r['cores']:>18.2f}{r['machine']:>19.2f}")
+        memory = f"{r['pss_median_mb']:.0f} ({r['pss_mb']:.0f})"
+        print(f"{n:>4}{len(r['tours']):>7}{r['wall']:>9.1f}{memory:>29}"
+              f"{r['rss_mb']:>14.0f}{r['cores']:>18.2f}{r['machine']:>19.2f}")
     base = ns[0]
     print(f"\nmedian / N={base} median")
     print(f"{'step':<14}" + "".join(f"{f'N={n}':>8}" for n in ns))

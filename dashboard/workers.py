@@ -16,9 +16,12 @@ key. While a job waits, `waiting` (an st.empty placeholder) says how many jobs a
 it is computing, so a visitor never sees a frozen page.
 
 Workers start with the "forkserver" method (never fork a process that runs threads), forked from a
-server that has imported torch and dashboard.jobs already, and use one torch thread each (the pool is
-the parallelism). They keep no models: each job receives the dashboard's cached model, whose weights
-travel through shared memory.
+server that has imported torch, dashboard.jobs and the analysis modules its jobs use already (so their
+pages are shared by every worker, not copied), and use one torch thread each (the pool is the
+parallelism). They keep no models: each job receives the dashboard's cached model, whose weights travel
+through shared memory, and after each job a worker hands its freed memory back to the system. A pool
+with no job for IDLE_S seconds ($DIGIT_LENS_WORKER_IDLE_S) stops its workers; the next job starts
+them again (about a second).
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ _lock = threading.Lock()
 _inflight: set[int] = set()   # sequence numbers of jobs submitted and not finished, over all sessions
 _next = 0
 _POLL_S = 0.2
+# modules the fork server imports once, so that every worker shares their pages (not "__main__", its default)
+PRELOAD = ["torch", "dashboard.jobs", "analysis.attributions", "analysis.trust", "analysis.counterfactual"]
+_idle_timer: threading.Timer | None = None
 # settings a job reads from the environment: sent with every job, since a worker may predate them
 _ENV_KEYS = ("DIGIT_LENS_CACHE", "DIGIT_LENS_RUNS", "DIGIT_LENS_DATA", "DIGIT_LENS_READ_ONLY")
 
@@ -51,9 +57,29 @@ def size() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def idle_s() -> float:
+    """Seconds without a job after which the workers stop: $DIGIT_LENS_WORKER_IDLE_S, else 60."""
+    env = os.environ.get("DIGIT_LENS_WORKER_IDLE_S")
+    return float(env) if env is not None and env.strip() else 60.0
+
+
 def _init_worker() -> None:
+    import gc
+
     import torch
     torch.set_num_threads(1)
+    gc.freeze()   # what the fork server imported: never walked by collections, so never copied into this worker
+
+
+def _release_memory() -> None:
+    """In a worker, after a job: collect its garbage and give freed heap back to the system (glibc keeps it)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc
+        pass
 
 
 def _warm(seconds: float) -> None:
@@ -70,13 +96,12 @@ def pool() -> ProcessPoolExecutor | None:
     with _lock:
         if _pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            # the fork server imports these once and forks every worker from itself; not "__main__" (its default),
-            # which under Streamlit is the page script
-            ctx.set_forkserver_preload(["torch", "dashboard.jobs"])
+            ctx.set_forkserver_preload(PRELOAD)   # "__main__", its default, is the page script under Streamlit
             _pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker)
             with _plain_main():
                 for _ in range(n):          # starts all n processes now (the pool starts them on demand)
                     _pool.submit(_warm, 0.5)
+            _start_idle_timer()             # a pool started for nothing stops too
         return _pool
 
 
@@ -110,7 +135,10 @@ def _call(env: dict[str, str | None], fn: Callable, args: tuple) -> Any:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    return fn(*args)
+    try:
+        return fn(*args)
+    finally:
+        _release_memory()
 
 
 def portable(obj: Any) -> bool:
@@ -139,8 +167,7 @@ def submit(fn: Callable, *args: Any) -> tuple[Future, int]:
     """Start fn(*args) in a worker (or run it now when there is no pool, or when an argument is a model a
     worker cannot rebuild): (its future, its sequence number)."""
     global _next
-    p = pool()
-    if p is None or not all(portable(a) for a in args):
+    if size() == 0 or not all(portable(a) for a in args):
         f: Future = Future()
         try:
             f.set_result(fn(*args))
@@ -150,13 +177,36 @@ def submit(fn: Callable, *args: Any) -> tuple[Future, int]:
     with _lock:
         seq, _next = _next, _next + 1
         _inflight.add(seq)
+    p = pool()   # after the job is counted: a pool is never stopped for idleness under it
     f = p.submit(_call, {k: os.environ.get(k) for k in _ENV_KEYS}, fn, args)
 
     def done(_: Future) -> None:
         with _lock:
             _inflight.discard(seq)
+            if not _inflight:
+                _start_idle_timer()
     f.add_done_callback(done)
     return f, seq
+
+
+def _start_idle_timer() -> None:
+    """(Under _lock, with no job in flight) stop the workers if no job comes within idle_s()."""
+    global _idle_timer
+    if _idle_timer is not None:
+        _idle_timer.cancel()
+    _idle_timer = threading.Timer(idle_s(), _stop_if_idle, args=(_next,))
+    _idle_timer.daemon = True
+    _idle_timer.start()
+
+
+def _stop_if_idle(next_then: int) -> None:
+    """Stop the pool's workers if no job was submitted since the timer started (next_then) and none runs."""
+    global _pool
+    with _lock:
+        if _next != next_then or _inflight or _pool is None:
+            return
+        idle, _pool = _pool, None
+    idle.shutdown(wait=True)
 
 
 def run(fn: Callable, *args: Any, waiting: Any = None) -> Any:
@@ -202,6 +252,8 @@ def shutdown() -> None:
     """Stop the workers (tests; the server's exit stops them anyway)."""
     global _pool
     with _lock:
+        if _idle_timer is not None:
+            _idle_timer.cancel()
         if _pool is not None:
             _pool.shutdown(wait=True, cancel_futures=True)
             _pool = None

@@ -61,7 +61,7 @@ def test_at_most_size_jobs_run_and_a_waiting_visitor_sees_the_queue(pool_of):
     time.sleep(0.3)
     assert workers.pending() == 1
     shown = Placeholder()
-    _, start, _ = workers.run(busy, 0.05, waiting=shown)
+    _, start, _ = workers.run(busy, 0.6, waiting=shown)      # longer than the 0.2 s poll: "Computing…" is seen
     _, _, end_first = first.result()
     assert start >= end_first                                # one worker: the second waited for the first
     assert shown.shown[0].startswith("Waiting for a worker: 1 heavy job(s)") and shown.shown[-1] == "Computing…"
@@ -122,3 +122,32 @@ def test_a_model_of_a_class_imported_by_path_runs_in_this_process(pool_of, tmp_p
 
 def pid_of(model) -> int:
     return os.getpid()
+
+
+def alive(pid: int) -> bool:
+    """Whether process pid exists and is not a zombie."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_idle_workers_stop_and_the_next_job_starts_them_again(pool_of, monkeypatch):
+    pool_of(1)
+    monkeypatch.setenv("DIGIT_LENS_WORKER_IDLE_S", "0.5")
+    first_pid = workers.run(busy, 0.01)[0]
+    deadline = time.time() + 30
+    while (workers._pool is not None or alive(first_pid)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert workers._pool is None, "the idle pool was not stopped"
+    assert not alive(first_pid), "the idle worker process did not exit"
+    second_pid = workers.run(busy, 0.01)[0]                  # a new worker, same results
+    assert second_pid not in (first_pid, os.getpid())
+
+
+def test_a_job_keeps_the_pool_from_stopping_while_it_runs(pool_of, monkeypatch):
+    pool_of(1)
+    monkeypatch.setenv("DIGIT_LENS_WORKER_IDLE_S", "0.3")
+    workers.run(busy, 0.01)                                  # the idle timer starts after this job
+    pid, start, end = workers.run(busy, 1.5)                 # longer than the idle time: must not be cut off
+    assert end - start >= 1.5 and pid != os.getpid()
