@@ -1,6 +1,6 @@
 """Load test: N concurrent browser sessions touring one dashboard server ("A class of thirty on one server").
 
-    python bench/load_test.py [--run RUN_DIR] [--sessions 1 4] [--rounds 2] [--timeout 300]
+    python bench/load_test.py [--run RUN_DIR] [--sessions 1 4] [--rounds 2] [--timeout 300] [--nice-browsers]
 
 For each N in `--sessions`, starts `streamlit run dashboard/app.py` on its own private copy of the run
 (files symlinked, an empty `cache/`, like bench/page_render.py: caches start cold, the real run folder is
@@ -18,14 +18,17 @@ driven concurrently with Playwright's async API) each make one tour:
 
 A step's time is until the page settled, with the definition of tests/browser_util.py (script run
 finished, nothing stale, charts drawn, images loaded, DOM quiet for 0.5 s; the time of the last DOM
-change). A step's error is an "unexpected problem" text, an st.error box, an exception block, or a
+change), and until its script run ended (the server's part; the browser may still be drawing). The
+browsers run on the server's machine and share its two cores; --nice-browsers gives them the lowest
+CPU priority, so that the server's work comes first, as when students' browsers run on their own
+machines. A step's error is an "unexpected problem" text, an st.error box, an exception block, or a
 timeout/Playwright error (the session then skips the rest of its tour). While the sessions run, the
-server process tree (streamlit and its children) is sampled from /proc every 0.5 s: peak RSS and CPU
+server process tree (streamlit and its children) is sampled from /proc every 0.5 s: PSS, peak RSS and CPU
 cores used (utime+stime deltas / wall time; 2.0 = both cores of this machine busy), and the CPU cores
 the whole machine used (/proc/stat; includes Chromium, which runs on the same machine).
 
-Prints, per step, the median (worst) seconds and the error count for each N; per N, peak server RSS
-and mean CPU cores used; and per step the ratio of its median to the N=1 median. Chromium runs on the
+Prints, per step, the median (worst) seconds of both and the error count for each N; per N, the server
+tree's median and peak PSS, peak RSS and mean CPU cores used; and per step the ratio of its median to the N=1 median. Chromium runs on the
 same machine as the server, so absolute times are noisy: the ratios are the result.
 Default run: the newest run in runs/ with saved predictions and checkpoints.
 """
@@ -37,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as `python bench/load_test.py`
 
 import asyncio  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -71,8 +75,9 @@ _ERRORS_JS = """() => {
 
 # ---------------------------------------------------------------- browser side (async twins of browser_util)
 
-async def wait_rendered(page, since: float, timeout: float) -> float:
-    """Seconds from `since` (page clock, ms) to the last DOM change once the page settled (browser_util's rule)."""
+async def wait_rendered(page, since: float, timeout: float) -> tuple[float, float]:
+    """Seconds from `since` (page clock, ms) to the last DOM change once the page settled (browser_util's rule),
+    and to the end of the last script run (the server's part: the browser may still be drawing)."""
     deadline = time.monotonic() + timeout
     why = "not checked"
     while time.monotonic() < deadline:
@@ -81,7 +86,9 @@ async def wait_rendered(page, since: float, timeout: float) -> float:
             last, now = await page.evaluate("[window.__lastMutation, performance.now()]")
             if now - last >= QUIET_MS:
                 if not await page.evaluate(_SETTLED_JS, since):
-                    return (last - since) / 1000.0
+                    ends = await page.evaluate("(since) => window.__finished.filter(([t, s]) => t >= since && s <= 1)"
+                                               ".map(([t]) => t)", since)
+                    return (last - since) / 1000.0, (ends[-1] - since) / 1000.0
                 why = "it settled, then changed again"
             else:
                 await page.wait_for_timeout(max(50.0, QUIET_MS - (now - last)))
@@ -90,8 +97,8 @@ async def wait_rendered(page, since: float, timeout: float) -> float:
     raise TimeoutError(f"did not settle within {timeout:.0f}s: {why}")
 
 
-async def _step(page, name: str, base_url: str, run_id: str, position: int, timeout: float) -> float:
-    """Do one tour step on `page`; seconds until it settled."""
+async def _step(page, name: str, base_url: str, run_id: str, position: int, timeout: float) -> tuple[float, float]:
+    """Do one tour step on `page`; seconds until it settled, and until its script run ended."""
     if name == "runs":
         await page.goto(f"{base_url}/?run={run_id}", wait_until="domcontentloaded")
         return await wait_rendered(page, 0.0, timeout)
@@ -109,8 +116,9 @@ async def _step(page, name: str, base_url: str, run_id: str, position: int, time
 
 @dataclass
 class Tour:
-    """One session's tour: seconds per finished step, error texts per step."""
+    """One session's tour: seconds per finished step (until settled; until the script run ended), errors per step."""
     times: dict[str, float] = field(default_factory=dict)
+    script: dict[str, float] = field(default_factory=dict)
     errors: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -123,7 +131,7 @@ async def tour(browser, base_url: str, run_id: str, position: int, timeout: floa
         await page.add_init_script(_CLOCK_JS)
         for name in STEPS:
             try:
-                out.times[name] = await _step(page, name, base_url, run_id, position, timeout)
+                out.times[name], out.script[name] = await _step(page, name, base_url, run_id, position, timeout)
                 found = await page.evaluate(_ERRORS_JS)
             except Exception as e:  # timeout, missing widget, crashed page: counted, tour ends
                 out.errors[name] = [f"{type(e).__name__}: {str(e)[:200]}"]
@@ -137,6 +145,19 @@ async def tour(browser, base_url: str, run_id: str, position: int, timeout: floa
 
 # ---------------------------------------------------------------- server side: /proc sampling
 
+def nice_browsers(level: int = 19) -> None:
+    """Give every thread of every Chromium process on this machine the lowest CPU priority (renderers forked
+    later inherit it from the zygote): the server gets the cores first, as it would if, as in a class, the
+    browsers ran on the students' own machines and not on the server's two cores."""
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and "chromium" in os.readlink(f"/proc/{entry}/exe"):
+                for task in os.listdir(f"/proc/{entry}/task"):
+                    os.setpriority(os.PRIO_PROCESS, int(task), level)
+        except OSError:   # gone, or not ours
+            continue
+
+
 def _machine_busy_s() -> float:
     """CPU seconds all cores of the machine spent busy since boot (/proc/stat: all but idle and iowait)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -148,13 +169,15 @@ class Sampler(threading.Thread):
 
     PSS counts a page shared by the forked worker pool once; RSS summed over the tree counts it per process."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, nice: bool = False):
         super().__init__(daemon=True)
-        self.pid, self.peak_rss, self.pss, self.stop_event = pid, 0, [], threading.Event()
+        self.pid, self.nice, self.peak_rss, self.pss, self.stop_event = pid, nice, 0, [], threading.Event()
         self._cpu: dict[int, float] = {}   # pid -> last CPU seconds seen (so exited children keep their share)
         self.cpu_s = 0.0
 
     def _sample(self) -> None:
+        if self.nice:
+            nice_browsers()
         total, pids = 0, _tree(self.pid)
         self.pss.append(_pss(pids))
         for pid in pids:
@@ -186,18 +209,21 @@ class Sampler(threading.Thread):
 
 # ---------------------------------------------------------------- one N
 
-async def _load(base_url: str, run_id: str, n: int, rounds: int, positions, timeout: float, pid: int):
+async def _load(base_url: str, run_id: str, n: int, rounds: int, positions, timeout: float, pid: int,
+                nice: bool):
     from playwright.async_api import async_playwright
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
+            if nice:
+                nice_browsers()
             warm = await tour(browser, base_url, run_id, next(positions), timeout)   # unmeasured
             if warm.errors:
                 print(f"  warm-up errors: {warm.errors}", flush=True)
-            sampler = Sampler(pid)
+            sampler = Sampler(pid, nice)
             sampler.start()
             tours: list[Tour] = []
-            t0 = time.monotonic()
+            t0, t0_wall = time.monotonic(), time.time()
             for r in range(rounds):
                 batch = await asyncio.gather(*(tour(browser, base_url, run_id, next(positions), timeout)
                                                for _ in range(n)))
@@ -206,16 +232,23 @@ async def _load(base_url: str, run_id: str, n: int, rounds: int, positions, time
             usage = sampler.stop()
         finally:
             await browser.close()
-    return {"tours": tours, **usage, "wall": time.monotonic() - t0}
+    return {"tours": tours, **usage, "wall": time.monotonic() - t0, "since": t0_wall}
 
 
-def measure(run_dir: Path, n: int, rounds: int, positions, timeout: float) -> dict:
+def measure(run_dir: Path, n: int, rounds: int, positions, timeout: float, nice: bool = False) -> dict:
     """Fresh server on a fresh cold linked copy; warm-up tour; `rounds` x N concurrent tours."""
     with tempfile.TemporaryDirectory(prefix="load_test_") as tmp:
         copy = linked_copy(run_dir, Path(tmp) / "runs")
-        port = free_port()
-        with streamlit_server(copy.parent, port=port, log_path=Path(tmp) / "server.log") as url:
-            return asyncio.run(_load(url, copy.name, n, rounds, positions, timeout, server_pid(port)))
+        port, timing = free_port(), Path(tmp) / "timing.jsonl"
+        os.environ["DIGIT_LENS_TIMING_LOG"] = str(timing)      # the server's own clock (dashboard/app.py)
+        try:
+            with streamlit_server(copy.parent, port=port, log_path=Path(tmp) / "server.log") as url:
+                result = asyncio.run(_load(url, copy.name, n, rounds, positions, timeout, server_pid(port), nice))
+        finally:
+            os.environ.pop("DIGIT_LENS_TIMING_LOG", None)
+        lines = [json.loads(line) for line in timing.read_text().splitlines()] if timing.exists() else []
+        result["script_runs"] = [r for r in lines if r["start"] >= result["since"]]
+        return result
 
 
 # ---------------------------------------------------------------- report
@@ -228,11 +261,31 @@ def positions(n_val: int):
         yield (101 + 997 * k) % n_val
 
 
+def _step_table(results: dict, ns: list[int], what: str, title: str) -> dict:
+    """Print median (worst) seconds and errors per step for each N, of Tour.<what>; return the medians."""
+    med, col = {}, 20
+    print(f"\nper step, {title}")
+    print(f"{'step':<14}" + "".join(f"{f'N={n} median (worst) s':>{col + 2}}{'errors':>8}" for n in ns))
+    for s in STEPS:
+        cells = ""
+        for n in ns:
+            tours = results[n]["tours"]
+            v = [getattr(t, what)[s] for t in tours if s in getattr(t, what)]
+            med.setdefault(n, {})[s] = statistics.median(v) if v else None
+            errors = sum(1 for t in tours if s in t.errors)
+            cells += f"{(f'{statistics.median(v):.2f} ({max(v):.2f})' if v else '-'):>{col + 2}}{errors:>8}"
+        print(f"{s:<14}{cells}")
+    return med
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = browser_bench_parser(__doc__, "the newest run in runs/ with predictions and checkpoints", "one step")
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4],
                     help="numbers of concurrent sessions to test (default: 1 4)")
     ap.add_argument("--rounds", type=int, default=2, help="tours per session for each N (default: 2)")
+    ap.add_argument("--nice-browsers", action="store_true",
+                    help="run Chromium at the lowest CPU priority, so that the server's work comes first (as with "
+                         "browsers on other machines)")
     args = ap.parse_args(argv)
     run_dir = chosen_run(args.run, default_run)
     if run_dir is None:
@@ -242,22 +295,13 @@ def main(argv: list[str] | None = None) -> int:
           f"sessions {args.sessions}, rounds {args.rounds}, {os.cpu_count()} cores", flush=True)
     results = {}
     for n in args.sessions:
-        results[n] = measure(run_dir, n, args.rounds, chosen, args.timeout)
+        results[n] = measure(run_dir, n, args.rounds, chosen, args.timeout, args.nice_browsers)
 
     ns = args.sessions
-    med = {n: {s: statistics.median(v) if (v := [t.times[s] for t in results[n]["tours"] if s in t.times])
-               else None for s in STEPS} for n in ns}
-    worst = {n: {s: max((t.times[s] for t in results[n]["tours"] if s in t.times), default=None) for s in STEPS}
-             for n in ns}
-    errs = {n: {s: sum(1 for t in results[n]["tours"] if s in t.errors) for s in STEPS} for n in ns}
-    col = 20
-    print(f"\n{'step':<14}" + "".join(f"{f'N={n} median (worst) s':>{col + 2}}{'errors':>8}" for n in ns))
-    for s in STEPS:
-        cells = ""
-        for n in ns:
-            m, w = med[n][s], worst[n][s]
-            cells += f"{(f'{m:.2f} ({w:.2f})' if m is not None else '-'):>{col + 2}}{errs[n][s]:>8}"
-        print(f"{s:<14}{cells}")
+    med = {}
+    for what, title in (("times", "until the page settled (drawn)"),
+                        ("script", "until the script run ended (the server's part)")):
+        med[what] = _step_table(results, ns, what, title)
     print(f"\n{'N':>4}{'tours':>7}{'wall s':>9}{'server PSS MB median (peak)':>29}{'RSS sum peak':>14}"
           f"{'server CPU cores':>18}{'machine CPU cores':>19}")
     for n in ns:
@@ -265,14 +309,24 @@ def main(argv: list[str] | None = None) -> int:
         memory = f"{r['pss_median_mb']:.0f} ({r['pss_mb']:.0f})"
         print(f"{n:>4}{len(r['tours']):>7}{r['wall']:>9.1f}{memory:>29}"
               f"{r['rss_mb']:>14.0f}{r['cores']:>18.2f}{r['machine']:>19.2f}")
+    pages = sorted({r["page"] for n in ns for r in results[n]["script_runs"]})
+    print("\nthe server's own time per script run (its clock, from its start to its end), by page")
+    print(f"{'page':<22}" + "".join(f"{f'N={n} median (worst) s, runs':>32}" for n in ns))
+    for page in pages:
+        cells = ""
+        for n in ns:
+            v = [r["seconds"] for r in results[n]["script_runs"] if r["page"] == page]
+            cells += f"{(f'{statistics.median(v):.2f} ({max(v):.2f}), {len(v)}' if v else '-'):>32}"
+        print(f"{page:<22}{cells}")
     base = ns[0]
     print(f"\nmedian / N={base} median")
     print(f"{'step':<14}" + "".join(f"{f'N={n}':>8}" for n in ns))
     for s in STEPS:
         row = ""
         for n in ns:
-            ok = med[n][s] is not None and med[base][s]
-            row += f"{(f'{med[n][s] / med[base][s]:.2f}' if ok else '-'):>8}"
+            m = med["times"]
+            ok = m[n][s] is not None and m[base][s]
+            row += f"{(f'{m[n][s] / m[base][s]:.2f}' if ok else '-'):>8}"
         print(f"{s:<14}{row}")
     shown = [(n, i, s, e) for n in ns for i, t in enumerate(results[n]["tours"]) for s, e in t.errors.items()]
     for n, i, s, e in shown[:10]:

@@ -5,7 +5,10 @@
 """
 import gc
 import importlib
+import json
+import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `streamlit run` finds our packages
@@ -60,8 +63,17 @@ PAGES = {
     ],
 }
 
+# $DIGIT_LENS_TIMING_LOG: a file that gets one JSON line per script run (page, start, seconds), the server's own
+# clock, for bench/load_test.py (its browsers share the server's cores, so their clocks include drawing).
+TIMING_LOG = os.environ.get("DIGIT_LENS_TIMING_LOG")
+started = time.time()
 page = st.navigation(PAGES)
-with ui.page_guard("sidebar"):
-    state.render_sidebar()
-with ui.page_guard(page.title):
-    page.run()
+try:
+    with ui.page_guard("sidebar"):
+        state.render_sidebar()
+    with ui.page_guard(page.title):
+        page.run()
+finally:
+    if TIMING_LOG:
+        with open(TIMING_LOG, "a") as log:
+            log.write(json.dumps({"page": page.title, "start": started, "seconds": time.time() - started}) + "\n")

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import types
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
@@ -41,7 +41,8 @@ _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
 _inflight: set[int] = set()   # sequence numbers of jobs submitted and not finished, over all sessions
 _next = 0
-_POLL_S = 0.2
+_POLL_S = 0.2    # how often a waiting visitor's queue message is refreshed
+_QUIET_S = 0.1   # jobs done within this show no message at all
 # modules the fork server imports once, so that every worker shares their pages (not "__main__", its default)
 PRELOAD = ["torch", "dashboard.jobs", "analysis.attributions", "analysis.trust", "analysis.counterfactual"]
 _idle_timer: threading.Timer | None = None
@@ -225,14 +226,15 @@ def run(fn: Callable, *args: Any, waiting: Any = None) -> Any:
 def _run(fn: Callable, args: tuple, waiting: Any) -> Any:
     f, seq = submit(fn, *args)
     shown = None
-    while waiting is not None and not f.done():
+    # wait on the future itself (not a sleep): a job returns the moment it is done; the message appears only for
+    # jobs that take longer than _QUIET_S, and is refreshed every _POLL_S
+    while waiting is not None and not wait([f], timeout=_POLL_S if shown else _QUIET_S).done:
         queued = _ahead(seq) - size() + 1                  # jobs that must finish before a worker is free
         text = (f"Waiting for a worker: {queued} heavy job(s) of other visitors ahead of yours "
                 f"({size()} run at a time)…" if queued > 0 else "Computing…")
         if text != shown:
             waiting.info(text, icon="⏳")
             shown = text
-        time.sleep(_POLL_S)
     if shown is not None:
         waiting.empty()
     return f.result()

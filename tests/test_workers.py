@@ -151,3 +151,13 @@ def test_a_job_keeps_the_pool_from_stopping_while_it_runs(pool_of, monkeypatch):
     workers.run(busy, 0.01)                                  # the idle timer starts after this job
     pid, start, end = workers.run(busy, 1.5)                 # longer than the idle time: must not be cut off
     assert end - start >= 1.5 and pid != os.getpid()
+
+
+def test_a_quick_job_returns_when_done_and_shows_no_message(pool_of, monkeypatch):
+    pool_of(1)
+    workers.run(busy, 0.01)                                  # start the worker
+    monkeypatch.setattr(workers, "_QUIET_S", 30.0)           # a message would only come after 30 s
+    shown, start = Placeholder(), time.monotonic()
+    workers.run(busy, 0.01, waiting=shown)
+    assert time.monotonic() - start < 15, "the job's end was not noticed until the quiet period was over"
+    assert shown.shown == [] and not shown.cleared
