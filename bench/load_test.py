@@ -28,8 +28,10 @@ cores used (utime+stime deltas / wall time; 2.0 = both cores of this machine bus
 the whole machine used (/proc/stat; includes Chromium, which runs on the same machine).
 
 Prints, per step, the median (worst) seconds of both and the error count for each N; per N, the server
-tree's median and peak PSS, peak RSS and mean CPU cores used; and per step the ratio of its median to the N=1 median. Chromium runs on the
-same machine as the server, so absolute times are noisy: the ratios are the result.
+tree's median and peak PSS, peak RSS and mean CPU cores used; the server's own time per script run by
+page ($DIGIT_LENS_TIMING_LOG, written by dashboard/app.py); and per step the ratio of its median to the
+N=1 median. Chromium runs on the same machine as the server, so absolute times are noisy: the ratios
+are the result.
 Default run: the newest run in runs/ with saved predictions and checkpoints.
 """
 from __future__ import annotations
@@ -52,8 +54,8 @@ from bench.attribution_page import default_run  # noqa: E402
 from bench.page_render import linked_copy  # noqa: E402
 from bench.common import browser_bench_parser, chosen_run  # noqa: E402
 from model import runs  # noqa: E402
-from tests.browser_util import (_CLOCK_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS, CLICK_NAV_JS, VIEWPORT,  # noqa: E402
-                                free_port, server_pid, streamlit_server)
+from tests.browser_util import (_CLOCK_JS, _SCRIPT_ENDS_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS,  # noqa: E402
+                                CLICK_NAV_JS, VIEWPORT, free_port, server_pid, streamlit_server)
 from tests.browser_util import pss as _pss, process_tree as _tree, usage as _usage  # noqa: E402  (the /proc sampling)
 
 STEPS = ["runs", "attributions", "attr example", "confusion", "kernels", "runs again"]
@@ -86,8 +88,7 @@ async def wait_rendered(page, since: float, timeout: float) -> tuple[float, floa
             last, now = await page.evaluate("[window.__lastMutation, performance.now()]")
             if now - last >= QUIET_MS:
                 if not await page.evaluate(_SETTLED_JS, since):
-                    ends = await page.evaluate("(since) => window.__finished.filter(([t, s]) => t >= since && s <= 1)"
-                                               ".map(([t]) => t)", since)
+                    ends = await page.evaluate(_SCRIPT_ENDS_JS, since)
                     return (last - since) / 1000.0, (ends[-1] - since) / 1000.0
                 why = "it settled, then changed again"
             else:

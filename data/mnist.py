@@ -137,11 +137,7 @@ def source_download(root: Path, timeout: float = 10.0, mirrors: tuple[str, ...] 
             for name in FILES:
                 with urllib.request.urlopen(f"{mirror}{name}.gz", timeout=timeout) as response:
                     data = gzip.decompress(response.read())
-                path = raw_dir(root) / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".part")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                _atomic_write_bytes(raw_dir(root) / name, data)
             return
         except (OSError, EOFError, ValueError) as e:  # URLError, timeouts, bad gzip are all OSError
             errors.append(f"{mirror}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")

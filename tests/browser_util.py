@@ -291,6 +291,10 @@ def new_page(browser):
     return page
 
 
+# The page-clock times (ms) at which script runs started after `since` ended (finished, not rerun-pending).
+_SCRIPT_ENDS_JS = "(since) => window.__finished.filter(([t, s]) => t >= since && s <= 1).map(([t]) => t)"
+
+
 @dataclass
 class Render:
     """How long one navigation took, in seconds from its start."""
@@ -318,8 +322,7 @@ def wait_rendered(page, since: float = 0.0, timeout: float = 60.0, quiet_ms: flo
             last, now = page.evaluate("[window.__lastMutation, performance.now()]")
             if now - last >= quiet_ms:
                 if not page.evaluate(_SETTLED_JS, since):
-                    ends = page.evaluate("(since) => window.__finished.filter(([t, s]) => t >= since && s <= 1)"
-                                         ".map(([t]) => t)", since)
+                    ends = page.evaluate(_SCRIPT_ENDS_JS, since)
                     end = ends[-1]
                     return Render((last - since) / 1000.0, (end - since) / 1000.0)
             else:
