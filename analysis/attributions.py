@@ -56,8 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
-from analysis.layers import layers_of
-from analysis.layers import Layers
+from analysis.layers import Layers, layers_of
 from model.external import set_eval
 from captum.attr import (
     Deconvolution,

@@ -46,7 +46,6 @@ import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
@@ -56,7 +55,7 @@ from bench.common import browser_bench_parser, chosen_run  # noqa: E402
 from model import runs  # noqa: E402
 from tests.browser_util import (_CLOCK_JS, _SCRIPT_ENDS_JS, _SETTLED_JS, CHROMIUM, CHROMIUM_ARGS,  # noqa: E402
                                 CLICK_NAV_JS, VIEWPORT, free_port, server_pid, streamlit_server)
-from tests.browser_util import pss as _pss, process_tree as _tree, usage as _usage  # noqa: E402  (the /proc sampling)
+from tests.browser_util import RssSampler, process_tree as _tree, usage as _usage  # noqa: E402  (the /proc sampling)
 
 STEPS = ["runs", "attributions", "attr example", "confusion", "kernels", "runs again"]
 # sidebar link text of each clicked step (see dashboard/app.py)
@@ -165,47 +164,42 @@ def _machine_busy_s() -> float:
     return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-class Sampler(threading.Thread):
-    """Samples the server tree every SAMPLE_S until stopped: peak RSS, PSS (peak and median) and mean CPU cores.
+class Sampler(RssSampler):
+    """browser_util's RssSampler of the server tree every SAMPLE_S, plus the mean CPU cores the tree and the whole
+    machine used; with `nice`, it keeps every Chromium process at the lowest priority (nice_browsers).
 
     PSS counts a page shared by the forked worker pool once; RSS summed over the tree counts it per process."""
 
     def __init__(self, pid: int, nice: bool = False):
-        super().__init__(daemon=True)
-        self.pid, self.nice, self.peak_rss, self.pss, self.stop_event = pid, nice, 0, [], threading.Event()
+        super().__init__(pid, every=SAMPLE_S)
+        self.nice = nice
         self._cpu: dict[int, float] = {}   # pid -> last CPU seconds seen (so exited children keep their share)
-        self.cpu_s = 0.0
 
-    def _sample(self) -> None:
+    def now_mb(self) -> tuple[float, float]:
         if self.nice:
             nice_browsers()
-        total, pids = 0, _tree(self.pid)
-        self.pss.append(_pss(pids))
-        for pid in pids:
-            rss, cpu = _usage([pid])
-            total += rss
+        for pid in _tree(self.pid):
+            cpu = _usage([pid])[1]
             if cpu:
                 self._cpu[pid] = cpu
-        self.peak_rss = max(self.peak_rss, total)
+        return super().now_mb()
 
     def run(self) -> None:
         self.t0, self.busy0 = time.monotonic(), _machine_busy_s()
-        self._sample()
+        self.now_mb()
         self.cpu0 = dict(self._cpu)
-        while not self.stop_event.wait(SAMPLE_S):
-            self._sample()
-        self._sample()
+        super().run()
+        self.now_mb()
         self.wall = time.monotonic() - self.t0
         self.machine_cores = (_machine_busy_s() - self.busy0) / self.wall
-        self.cpu_s = sum(c - self.cpu0.get(pid, 0.0) for pid, c in self._cpu.items())
 
     def stop(self) -> dict[str, float]:
         """Peak server RSS, peak and median PSS (MB); mean CPU cores the server used, and the whole machine."""
-        self.stop_event.set()
-        self.join()
-        return {"rss_mb": self.peak_rss / 2**20, "pss_mb": max(self.pss) / 2**20,
-                "pss_median_mb": statistics.median(self.pss) / 2**20,
-                "cores": self.cpu_s / self.wall, "machine": self.machine_cores}
+        super().stop()
+        rss, pss = [s[1] for s in self.samples], [s[2] for s in self.samples]
+        cpu_s = sum(c - self.cpu0.get(pid, 0.0) for pid, c in self._cpu.items())
+        return {"rss_mb": max(rss), "pss_mb": max(pss), "pss_median_mb": statistics.median(pss),
+                "cores": cpu_s / self.wall, "machine": self.machine_cores}
 
 
 # ---------------------------------------------------------------- one N

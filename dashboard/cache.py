@@ -514,9 +514,8 @@ def as_float_image(image: np.ndarray) -> np.ndarray:
 
 
 def _batch(image: np.ndarray, copies: int = 1):
-    """A float (28,28) image as a model input (copies,1,28,28)."""
-    import torch
-    return torch.from_numpy(as_float_image(image).copy())[None, None].repeat(copies, 1, 1, 1)
+    """A uint8 or float (28,28) image as a model input (copies,1,28,28)."""
+    return jobs.model_input(as_float_image(image), copies)
 
 
 def _opts(options: dict | None) -> tuple:
@@ -530,8 +529,7 @@ def checkpoints_key(run_dir: str) -> tuple[tuple[int, float], ...]:
 
 
 # Heavy results below are computed by dashboard.workers (a pool of processes shared by every session, at most
-# one job per core at once); `_waiting` is an st.empty placeholder where a queued visitor reads its position
-# (a leading underscore keeps it out of the cache key).
+# one job per core at once); while a job waits, an st.empty placeholder tells the visitor its queue position.
 
 def _heavy(fn, *args):
     """fn(*args) (a dashboard.jobs function) in a worker process, the queue shown while it waits."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 
-def _batch(image: np.ndarray, copies: int = 1) -> torch.Tensor:
+def model_input(image: np.ndarray, copies: int = 1) -> torch.Tensor:
     """A float (28,28) image in [0,1] as a model input (copies,1,28,28)."""
     return torch.from_numpy(np.array(image, dtype=np.float32).reshape(28, 28))[None, None].repeat(copies, 1, 1, 1)
 
@@ -22,7 +22,7 @@ def attribution(model: nn.Module, image: np.ndarray, method: str, target: int,
                 options: tuple) -> tuple[np.ndarray, float | None]:
     """(map (28,28), convergence delta or None) of `method` for one image towards `target`."""
     from analysis import attributions
-    x = _batch(image)
+    x = model_input(image)
     if method in attributions.DELTA_METHODS:
         attr, delta = attributions.attribute_with_delta(model, x, int(target), method, **dict(options))
         return attr[0, 0].numpy(), float(delta[0])
@@ -32,7 +32,8 @@ def attribution(model: nn.Module, image: np.ndarray, method: str, target: int,
 def all_classes(model: nn.Module, image: np.ndarray, method: str, options: tuple) -> np.ndarray:
     """(10,28,28): the map of `method` for one image towards each class 0..9."""
     from analysis import attributions
-    return attributions.attribute(model, _batch(image, 10), torch.arange(10), method, **dict(options))[:, 0].numpy()
+    maps = attributions.attribute(model, model_input(image, 10), torch.arange(10), method, **dict(options))
+    return maps[:, 0].numpy()
 
 
 def sanity(run_dir: str, epoch: int, model: nn.Module, image: np.ndarray, method: str, target: int,
@@ -47,7 +48,7 @@ def sanity(run_dir: str, epoch: int, model: nn.Module, image: np.ndarray, method
 def deletion(model: nn.Module, image: np.ndarray, attr: np.ndarray, target: int) -> tuple[pd.DataFrame, dict]:
     """Deletion/insertion curves of a map (analysis.trust) and their AUC summary."""
     from analysis import trust
-    table = trust.deletion_insertion(model, _batch(image), torch.from_numpy(attr), int(target))
+    table = trust.deletion_insertion(model, model_input(image), torch.from_numpy(attr), int(target))
     return table, trust.deletion_summary(table)
 
 
@@ -61,4 +62,4 @@ def class_mean(run_dir: str, epoch: int, model: nn.Module, digit: int, method: s
 def smallest_change(model: nn.Module, image: np.ndarray, target: int) -> dict:
     """analysis.counterfactual.smallest_change for one image (about a second on our CNN)."""
     from analysis.counterfactual import smallest_change as search
-    return search(model, _batch(image), int(target))
+    return search(model, model_input(image), int(target))

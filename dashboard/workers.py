@@ -256,6 +256,6 @@ def shutdown() -> None:
     with _lock:
         if _idle_timer is not None:
             _idle_timer.cancel()
-        if _pool is not None:
-            _pool.shutdown(wait=True, cancel_futures=True)
-            _pool = None
+        stopping, _pool = _pool, None
+    if stopping is not None:   # outside the lock: a finishing job's callback takes it
+        stopping.shutdown(wait=True, cancel_futures=True)
