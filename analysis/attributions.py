@@ -56,7 +56,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
-from analysis.layers import Layers, layers_of
+from analysis.layers import Layers, known_layers, layers_of, remember_layers
 from model.external import set_eval
 from captum.attr import (
     Deconvolution,
@@ -229,7 +229,11 @@ def private_copy(model: nn.Module, share_weights: bool = True) -> nn.Module:
             d = getattr(m, name, None)
             if isinstance(d, dict):
                 memo[id(d)] = type(d)()
-    return copy.deepcopy(model, memo)
+    work = copy.deepcopy(model, memo)
+    known = known_layers(model)
+    if known is not None:           # the same modules: no second trace
+        remember_layers(work, known)
+    return work
 
 
 def _model_for(model: nn.Module, method: str) -> nn.Module:

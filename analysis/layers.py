@@ -207,6 +207,19 @@ def layers_of(model: nn.Module) -> Layers:
     return found
 
 
+def known_layers(model: nn.Module) -> Layers | None:
+    """The layers `layers_of` found for this model object already, or None (never runs a forward pass)."""
+    with _LAYERS_LOCK:
+        return _LAYERS.get(model)
+
+
+def remember_layers(model: nn.Module, layers: Layers) -> None:
+    """Tell `layers_of` the layers of a model built to match another one (a deep copy, or the same model
+    rebuilt from a pickle in a worker process), so that it does not trace the model again."""
+    with _LAYERS_LOCK:
+        _LAYERS[model] = layers
+
+
 # ----------------------------------------------------------------------------- one input, every stage
 
 def stages(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

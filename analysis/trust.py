@@ -108,7 +108,7 @@ def _reinit(module: nn.Module, g: torch.Generator) -> None:
     bound = 1.0 / math.sqrt(fan_in)
     with torch.no_grad():
         for p in module.parameters(recurse=False):
-            p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+            p.uniform_(-bound, bound, generator=g)     # the same draws as (rand * 2 - 1) * bound, in one pass
 
 
 def randomization_test(model: nn.Module, inputs: torch.Tensor, target: int | torch.Tensor, method: str,

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `streamlit
 
 import streamlit as st  # noqa: E402
 
-from dashboard import mode, state, ui  # noqa: E402
+from dashboard import mode, state, ui, workers  # noqa: E402
 
 mode.configure()   # read-only: the analysis cache goes outside the run folders
 
@@ -67,6 +67,7 @@ PAGES = {
 # clock, for bench/load_test.py (its browsers share the server's cores, so their clocks include drawing).
 TIMING_LOG = os.environ.get("DIGIT_LENS_TIMING_LOG")
 started = time.time()
+workers.request_began()   # this run's heavy jobs queue behind those of runs that began earlier, ahead of later ones
 page = st.navigation(PAGES)
 try:
     with ui.page_guard("sidebar"):

@@ -22,11 +22,19 @@ parallelism). They keep no models: each job receives the dashboard's cached mode
 through shared memory, and after each job a worker hands its freed memory back to the system. A pool
 with no job for IDLE_S seconds ($DIGIT_LENS_WORKER_IDLE_S) stops its workers; the next job starts
 them again (about a second).
+
+Order: the visitor who asked first is served first. A page makes its heavy calls one after another (a new
+example on Attributions: three maps, then three sanity and three deletion checks), so a plain first-in,
+first-out queue interleaves everybody's jobs and everybody finishes last. Here every job carries the time
+its script run began (`request_began`, called by dashboard/app.py), and a free worker takes the waiting job
+of the earliest request (submission order within one request). Workers run at a lower CPU priority
+(WORKER_NICE) than the server, so a light page is never slowed by heavy jobs.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import multiprocessing
 import os
 import sys
@@ -39,8 +47,14 @@ from typing import Any, Callable
 
 _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
-_inflight: set[int] = set()   # sequence numbers of jobs submitted and not finished, over all sessions
+_wake = threading.Condition(_lock)   # tells the dispatcher that a job came or a worker got free
+_inflight: dict[int, tuple[float, int]] = {}   # seq -> (request time, seq) of jobs not finished, all sessions
+_waiting: list = []                  # heap of (request time, seq, job) not handed to the pool yet
+_running: set[int] = set()           # seqs handed to the pool (at most size() at once)
+_dispatcher: threading.Thread | None = None
+_request = threading.local()         # .began: monotonic time the current script run began (request_began)
 _next = 0
+WORKER_NICE = 10  # workers' CPU priority below the server's (0): the server's light pages come first
 _POLL_S = 0.2    # how often a waiting visitor's queue message is refreshed
 _QUIET_S = 0.1   # jobs done within this show no message at all
 # modules the fork server imports once, so that every worker shares their pages (not "__main__", its default)
@@ -69,6 +83,7 @@ def _init_worker() -> None:
 
     import torch
     torch.set_num_threads(1)
+    os.nice(WORKER_NICE)
     gc.freeze()   # what the fork server imported: never walked by collections, so never copied into this worker
 
 
@@ -123,19 +138,31 @@ def pending() -> int:
     return len(_inflight)
 
 
-def _ahead(seq: int) -> int:
-    """Unfinished jobs submitted before job `seq` (the pool runs them first: it is first in, first out)."""
+def request_began() -> None:
+    """Mark the start of a script run (a visitor's request) in this thread: its jobs are served in that order."""
+    _request.began = time.monotonic()
+
+
+def _ahead(seq: int) -> int | None:
+    """Jobs ahead of job `seq` (running, or waiting for an earlier request), or None when it has a worker."""
     with _lock:
-        return sum(1 for s in _inflight if s < seq)
+        if seq in _running or seq not in _inflight:
+            return None
+        mine = _inflight[seq]
+        return len(_running) + sum(1 for s, key in _inflight.items() if key < mine and s not in _running)
 
 
-def _call(env: dict[str, str | None], fn: Callable, args: tuple) -> Any:
-    """In a worker: take the caller's settings (cache folder, ...), then run the job."""
+def _call(env: dict[str, str | None], fn: Callable, args: tuple, layers: dict) -> Any:
+    """In a worker: take the caller's settings (cache folder, ...) and the layers it found in its models (so
+    that the models rebuilt here are not traced again, tens of ms each), then run the job."""
+    from analysis.layers import remember_layers
     for key, value in env.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    for i, found in layers.items():
+        remember_layers(args[i], found)
     try:
         return fn(*args)
     finally:
@@ -175,19 +202,63 @@ def submit(fn: Callable, *args: Any) -> tuple[Future, int]:
         except BaseException as e:  # the future carries the job's own exception to the caller
             f.set_exception(e)
         return f, -1
+    f = Future()
+    job = (f, _call, ({k: os.environ.get(k) for k in _ENV_KEYS}, fn, args, _known_layers(args)))
     with _lock:
         seq, _next = _next, _next + 1
-        _inflight.add(seq)
-    p = pool()   # after the job is counted: a pool is never stopped for idleness under it
-    f = p.submit(_call, {k: os.environ.get(k) for k in _ENV_KEYS}, fn, args)
-
-    def done(_: Future) -> None:
-        with _lock:
-            _inflight.discard(seq)
-            if not _inflight:
-                _start_idle_timer()
-    f.add_done_callback(done)
+        key = (getattr(_request, "began", time.monotonic()), seq)
+        _inflight[seq] = key   # counted before the pool is asked for: it is never stopped for idleness under a job
+        heapq.heappush(_waiting, (*key, job))
+        _start_dispatcher()
+        _wake.notify()
     return f, seq
+
+
+def _start_dispatcher() -> None:
+    """(Under _lock) start the thread that hands waiting jobs to the pool, once per server."""
+    global _dispatcher
+    if _dispatcher is None or not _dispatcher.is_alive():
+        _dispatcher = threading.Thread(target=_dispatch, name="digit-lens-workers", daemon=True)
+        _dispatcher.start()
+
+
+def _dispatch() -> None:
+    """Forever: when a worker is free, give it the waiting job of the earliest request."""
+    while True:
+        with _wake:
+            while not (_waiting and len(_running) < size()):
+                _wake.wait()
+            _, seq, (f, call, args) = heapq.heappop(_waiting)
+            _running.add(seq)
+        try:
+            inner = pool().submit(call, *args)
+        except Exception as e:   # a broken or stopped pool: the caller's run() retries with a new one
+            inner = Future()
+            inner.set_exception(e)
+        inner.add_done_callback(functools.partial(_finished, seq, f))
+
+
+def _finished(seq: int, f: Future, inner: Future) -> None:
+    """A job ended in the pool: free its worker for the next one, then pass its result or error to the caller."""
+    with _wake:
+        _running.discard(seq)
+        _inflight.pop(seq, None)
+        if not _inflight:
+            _start_idle_timer()
+        _wake.notify()
+    try:
+        f.set_result(inner.result())
+    except BaseException as e:   # the job's own error, a broken pool, or a pool stopped under it (cancelled)
+        f.set_exception(e)
+
+
+def _known_layers(args: tuple) -> dict:
+    """{position: analysis.layers.Layers} of the model arguments whose layers this process has found already."""
+    import torch.nn as nn
+
+    from analysis.layers import known_layers
+    found = {i: known_layers(a) for i, a in enumerate(args) if isinstance(a, nn.Module)}
+    return {i: layers for i, layers in found.items() if layers is not None}
 
 
 def _start_idle_timer() -> None:
@@ -229,9 +300,9 @@ def _run(fn: Callable, args: tuple, waiting: Any) -> Any:
     # wait on the future itself (not a sleep): a job returns the moment it is done; the message appears only for
     # jobs that take longer than _QUIET_S, and is refreshed every _POLL_S
     while waiting is not None and not wait([f], timeout=_POLL_S if shown else _QUIET_S).done:
-        queued = _ahead(seq) - size() + 1                  # jobs that must finish before a worker is free
+        queued = _ahead(seq)
         text = (f"Waiting for a worker: {queued} heavy job(s) of other visitors ahead of yours "
-                f"({size()} run at a time)…" if queued > 0 else "Computing…")
+                f"({size()} run at a time)…" if queued else "Computing…")
         if text != shown:
             waiting.info(text, icon="⏳")
             shown = text
@@ -245,7 +316,6 @@ def _discard_pool() -> None:
     global _pool
     with _lock:
         broken, _pool = _pool, None
-        _inflight.clear()
     if broken is not None:
         broken.shutdown(wait=False, cancel_futures=True)
 
@@ -257,5 +327,9 @@ def shutdown() -> None:
         if _idle_timer is not None:
             _idle_timer.cancel()
         stopping, _pool = _pool, None
+        dropped = [job[0] for *_, job in _waiting]
+        _waiting.clear()
+        for f in dropped:
+            f.set_exception(RuntimeError("the worker pool was stopped"))
     if stopping is not None:   # outside the lock: a finishing job's callback takes it
         stopping.shutdown(wait=True, cancel_futures=True)

@@ -161,3 +161,62 @@ def test_a_quick_job_returns_when_done_and_shows_no_message(pool_of, monkeypatch
     workers.run(busy, 0.01, waiting=shown)
     assert time.monotonic() - start < 15, "the job's end was not noticed until the quiet period was over"
     assert shown.shown == [] and not shown.cleared
+
+
+def test_a_free_worker_takes_the_job_of_the_earliest_request(pool_of):
+    """A page makes its heavy calls one after another: the visitor who asked first is served first, even for a
+    job submitted after another visitor's (first in, first out would interleave them, and both finish last)."""
+    import threading
+    pool_of(1)
+    workers.run(busy, 0.01)
+    blocker, _ = workers.submit(busy, 1.0)                  # holds the only worker while both submit
+    futures, early_began, late_submitted = {}, threading.Event(), threading.Event()
+
+    def early() -> None:                                     # a script run that began first...
+        workers.request_began()
+        early_began.set()
+        late_submitted.wait()
+        futures["early"] = workers.submit(busy, 0.05)[0]     # ...submits its job second
+
+    def late() -> None:
+        early_began.wait()
+        time.sleep(0.02)
+        workers.request_began()
+        futures["late"] = workers.submit(busy, 0.05)[0]
+        late_submitted.set()
+    threads = [threading.Thread(target=early), threading.Thread(target=late)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _, _, end_blocker = blocker.result(timeout=60)
+    (_, start_early, _), (_, start_late, _) = futures["early"].result(timeout=60), futures["late"].result(timeout=60)
+    assert end_blocker <= start_early < start_late
+    assert workers.pending() == 0
+
+
+def niceness() -> int:
+    return os.nice(0)
+
+
+def test_workers_run_below_the_servers_cpu_priority(pool_of):
+    """A light page (the server) comes before heavy jobs when the cores are busy."""
+    pool_of(1)
+    assert workers.run(niceness) == min(19, os.nice(0) + workers.WORKER_NICE)
+
+
+def layers_known(model) -> bool:
+    from analysis.layers import known_layers
+    return known_layers(model) is not None
+
+
+def test_a_worker_gets_the_layers_the_server_found_and_does_not_trace_again(pool_of):
+    from analysis.attributions import private_copy
+    from analysis.layers import known_layers, layers_of
+    from model.net import Net
+    pool_of(1)
+    net = Net().eval()
+    assert workers.run(layers_known, net) is False           # never traced here: the worker knows nothing
+    found = layers_of(net)
+    assert workers.run(layers_known, net) is True
+    assert known_layers(private_copy(net)) == found          # a private copy has the same layers, untraced
