@@ -55,19 +55,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 from analysis.layers import Layers, known_layers, layers_of, remember_layers
 from model.external import set_eval
-from captum.attr import (
-    Deconvolution,
-    DeepLift,
-    GuidedBackprop,
-    InputXGradient,
-    IntegratedGradients,
-    LayerGradCam,
-    Occlusion,
-    Saliency,
-)
+
+# Captum (which imports matplotlib) and scipy are imported where a map is computed, not here: the dashboard's
+# server reads METHODS and METHOD_INFO but leaves the maps to its worker processes (about 50 MB less).
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap",
            "deeplift", "occlusion", "gradcam", "guided_gradcam", "guided_backprop", "deconvolution")
@@ -312,6 +304,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     scipy.ndimage.gaussian_filter over the two image axes, its kernel truncated at 3 sigma (at
     least one pixel each side).
     """
+    from scipy.ndimage import gaussian_filter
     radius = max(1, math.ceil(3 * sigma))
     out = gaussian_filter(x.detach().cpu().numpy(), sigma, mode="constant", cval=0.0, radius=radius, axes=(-2, -1))
     return torch.from_numpy(out).to(x.dtype)
@@ -469,6 +462,7 @@ def place_on_input(layer_map: torch.Tensor, rf: ReceptiveField,
 
 def _gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
     """d score[target] / d input for each row of x (N,1,28,28), `chunk` rows per forward."""
+    from captum.attr import Saliency
     sal = Saliency(model)
     parts = [sal.attribute(x[i:i + chunk].requires_grad_(), target=target[i:i + chunk], abs=False)
              for i in range(0, x.shape[0], chunk)]
@@ -524,6 +518,7 @@ def gradcam_placement(model: nn.Module, layer: str, layers: Layers,
 def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict, layers: Layers) -> torch.Tensor:
     """Grad-CAM of the layer (B,1,h,w), each unit's value placed at its receptive field's centre (B,1,28,28);
     resized bilinearly where no receptive field can be placed (`gradcam_placement`)."""
+    from captum.attr import LayerGradCam
     name = o["layer"] if o["layer"] is not None else layers.convs[-1]
     layer = _layer(model, name)
     cam = LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True).detach()   # (B,1,h,w)
@@ -535,6 +530,7 @@ def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict, layers
 
 def _guided_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, o: dict, layers: Layers) -> torch.Tensor:
     """Guided Backprop times the placed Grad-CAM: Captum's GuidedGradCam without its bilinear resize."""
+    from captum.attr import GuidedBackprop
     cam = _gradcam(model, x.detach(), t, o, layers)                                # (B,1,28,28)
     return GuidedBackprop(model).attribute(x, target=t) * cam
 
@@ -547,6 +543,8 @@ def _run(model: nn.Module, x: torch.Tensor, t: torch.Tensor, method: str, o: dic
          delta: bool, layers: Layers) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Dispatch to Captum; x is a private clone, model is the shared model or a private copy, layers the
     shared model's (`layers_of`)."""
+    from captum.attr import (Deconvolution, DeepLift, GuidedBackprop, InputXGradient, IntegratedGradients,
+                             Occlusion, Saliency)
     if method in _GRAD_ON_INPUT:  # Captum would set requires_grad itself, with a warning
         x = x.requires_grad_()
     if method == "saliency":

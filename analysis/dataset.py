@@ -17,11 +17,11 @@ def class_means(images: np.ndarray, labels: np.ndarray, num_classes: int = 10) -
     Returns:
         (num_classes,28,28) float64; a class with no examples is all zeros.
     """
-    images = np.asarray(images, dtype=np.float64)
-    labels = np.asarray(labels)
+    images, labels = np.asarray(images), np.asarray(labels)
     counts = np.bincount(labels, minlength=num_classes)[:, None, None]        # (C,1,1)
-    sums = np.zeros((num_classes,) + images.shape[1:])
-    np.add.at(sums, labels, images)                                            # (C,28,28)
+    sums = np.zeros((num_classes,) + images.shape[1:])                        # (C,28,28)
+    for c in range(num_classes):   # one class at a time: never a float64 copy of all images (376 MB for MNIST)
+        sums[c] = images[labels == c].sum(axis=0, dtype=np.float64)
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 
+from analysis.errors import softmax
 from model import runs
 
 GROUPS = ("became_right", "became_wrong", "changed_wrong", "stayed_right", "stayed_wrong")
@@ -62,7 +62,7 @@ class Diff:
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """(N,10) logits of any float dtype -> (N,10) float64 probabilities."""
-    return softmax(np.asarray(logits, dtype=np.float64), axis=1)
+    return softmax(logits, np.float64)
 
 
 def compare(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray, index: np.ndarray | None = None,

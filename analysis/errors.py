@@ -15,9 +15,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.special
-from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
-from sklearn.metrics import precision_recall_fscore_support
 
 from model import runs
 
@@ -27,9 +24,11 @@ SPLITS = ("val", "test")
 
 # ----------------------------------------------------------------------------- array helpers
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of logits (N, C) in float32 (`scipy.special.softmax`, which subtracts the row max)."""
-    return scipy.special.softmax(np.asarray(logits, dtype=np.float32), axis=-1)
+def softmax(logits: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Row-wise softmax of logits (N, C) in `dtype` (as `scipy.special.softmax`: the row max is subtracted first)."""
+    x = np.asarray(logits, dtype=dtype)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _labels(y: np.ndarray, num_classes: int, name: str) -> np.ndarray:
@@ -49,25 +48,28 @@ def _pair(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Counts (num_classes, num_classes) int64: rows are true classes, columns predicted classes.
 
-    scikit-learn's `confusion_matrix` with `labels=range(num_classes)`, so classes that never occur
-    still get their row and column; labels outside 0..num_classes-1 are a ValueError.
+    As scikit-learn's `confusion_matrix` with `labels=range(num_classes)` (numpy only: the dashboard's server
+    does not import scikit-learn), so classes that never occur still get their row and column; labels outside
+    0..num_classes-1 are a ValueError.
     """
     t, p = _pair(y_true, y_pred, num_classes)
-    if not len(t):
-        return np.zeros((num_classes, num_classes), dtype=np.int64)
-    return _sk_confusion_matrix(t, p, labels=list(range(num_classes))).astype(np.int64)
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes).astype(np.int64)
 
 
 def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> pd.DataFrame:
     """One row per class 0..num_classes-1: precision, recall, f1, support.
 
-    scikit-learn's `precision_recall_fscore_support` with `labels=range(num_classes)` and
-    `zero_division=0` (a ratio 0/0 counts as 0).
+    As scikit-learn's `precision_recall_fscore_support` with `labels=range(num_classes)` and
+    `zero_division=0` (a ratio 0/0 counts as 0), from the confusion matrix.
     """
-    t, p = _pair(y_true, y_pred, num_classes)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        t, p, labels=list(range(num_classes)), zero_division=0)
-    return pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)},
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    hits, predicted, support = np.diag(cm).astype(np.float64), cm.sum(axis=0), cm.sum(axis=1)
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.divide(a, b, out=np.zeros(num_classes), where=b > 0)
+    return pd.DataFrame({"precision": ratio(hits, predicted), "recall": ratio(hits, support),
+                         "f1": ratio(2 * hits, predicted + support), "support": support.astype(np.int64)},
                         index=pd.RangeIndex(num_classes, name="class"))
 
 

@@ -27,10 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from cleanlab.filter import find_label_issues
-from cleanlab.rank import get_label_quality_scores
-from scipy.special import softmax
-
+from analysis.errors import softmax
 from model import runs
 
 KINDS = {
@@ -75,7 +72,7 @@ def probabilities(run_dir: Path | str, split: str, epoch: int | None = None,
         epoch = epoch or max(runs.prediction_epochs(run_dir))
         logits, labels, rows = runs.split_arrays(load_predictions(run_dir, epoch), split,
                                                  runs.predictions_path(run_dir, epoch))
-        return softmax(logits.astype(np.float64), axis=1), labels.astype(np.int64), rows.astype(np.int64), \
+        return softmax(logits, np.float64), labels.astype(np.int64), rows.astype(np.int64), \
             "held-out split"
     if split != "train":
         raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -104,6 +101,8 @@ def label_issues(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray | None 
     confidence (probability of the suggestion), quality (cleanlab's label quality score, low = suspicious),
     issue (flagged by cleanlab.filter.find_label_issues)."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    from cleanlab.filter import find_label_issues   # here: the dashboard's server imports this module for KINDS
+    from cleanlab.rank import get_label_quality_scores
     quality = get_label_quality_scores(labels, probs)
     # n_jobs=1: cleanlab would fork a pool, and forking a process that runs threads (Streamlit, torch) can deadlock
     flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)

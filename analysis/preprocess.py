@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
 
 from model.net import to_input
 
@@ -245,6 +244,7 @@ def preprocess(image: bytes | Image.Image | np.ndarray, background: float | None
     sh, sw = scaled.shape
     r0, c0 = (FIELD - sh) // 2, (FIELD - sw) // 2
     field_[r0:r0 + sh, c0:c0 + sw] = steps["scaled"]
+    from scipy import ndimage   # here: the dashboard's server needs scipy only once a digit is drawn
     com = ndimage.center_of_mass(field_)
     shift = (round(CENTRE - com[0]), round(CENTRE - com[1]))
     centred = ndimage.shift(field_, shift, order=0, mode="constant", cval=0.0)

@@ -33,9 +33,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from captum.metrics import infidelity, sensitivity_max
-from scipy.stats import spearmanr
-from skimage.metrics import structural_similarity
 
 from analysis.attributions import attribute, gaussian_blur, private_copy, target_tensor
 from analysis.layers import layers_of
@@ -51,6 +48,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.ravel(a), np.ravel(b)
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:   # scipy would warn and return nan
         return math.nan
+    from scipy.stats import spearmanr   # (here, like skimage and captum below: the dashboard's server never needs them)
     return float(spearmanr(a, b).statistic)
 
 
@@ -77,6 +75,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2 or min(a.shape) < 7:
         raise ValueError(f"ssim needs two 2-D images of equal shape >= 7, got {a.shape}, {b.shape}")
+    from skimage.metrics import structural_similarity
     return float(structural_similarity(a, b, data_range=data_range))
 
 
@@ -322,6 +321,7 @@ def infidelity_score(model: nn.Module, inputs: torch.Tensor, attribution: torch.
     Returns:
         float tensor (B,).
     """
+    from captum.metrics import infidelity
     x = inputs.detach().float()
     t = target_tensor(target, x.shape[0])
     g = torch.Generator().manual_seed(perturb_seed)
@@ -348,6 +348,7 @@ def sensitivity_score(model: nn.Module, inputs: torch.Tensor, target: int | torc
     Returns:
         float tensor (B,): max over samples of ||map(x+e) - map(x)|| / ||map(x)||; lower is steadier.
     """
+    from captum.metrics import sensitivity_max
     x = inputs.detach().float()
     t = target_tensor(target, x.shape[0])
     g = torch.Generator().manual_seed(perturb_seed)

@@ -60,10 +60,19 @@ def raw_dir(root: Path | str) -> Path:
 
 # ----------------------------------------------------------------------------- IDX files
 
-def read_idx(path: Path | str) -> np.ndarray:
-    """Parse an IDX file (uint8 payload), checking magic number, dimensions and size."""
+def read_idx(path: Path | str, mmap: bool = False) -> np.ndarray:
+    """Parse an IDX file (uint8 payload), checking magic number, dimensions and size.
+
+    With mmap=True the array is a read-only view of the file mapped into memory: only the rows a caller
+    touches are read, and they are the system's file cache, not this process's own memory."""
     path = Path(path)
-    buf = path.read_bytes()
+    if mmap:
+        with open(path, "rb") as f:
+            buf = f.read(4 + 4 * 255)              # the header (at most 255 dimensions)
+        size = path.stat().st_size
+    else:
+        buf = path.read_bytes()
+        size = len(buf)
     if len(buf) < 4 or buf[0] != 0 or buf[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     dtype_code, ndim = buf[2], buf[3]
@@ -74,8 +83,10 @@ def read_idx(path: Path | str) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(buf[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
-    if len(buf) != expected:
-        raise DataError(f"{path}: IDX size {len(buf)} bytes, expected {expected} for shape {shape}")
+    if size != expected:
+        raise DataError(f"{path}: IDX size {size} bytes, expected {expected} for shape {shape}")
+    if mmap:   # (a plain ndarray view: slices and copies of it are plain arrays, not np.memmap)
+        return np.memmap(path, dtype=np.uint8, mode="r", offset=header, shape=shape).view(np.ndarray)
     return np.frombuffer(buf, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -293,14 +304,14 @@ class MnistSplits:
     val_source: str  # "train[50000:]" (classic) or "test" (seed)
 
 
-def load_raw(root: Path | str | None = None) -> dict[str, np.ndarray]:
-    """The four official arrays, read from root (run `prepare` first)."""
+def load_raw(root: Path | str | None = None, mmap: bool = False) -> dict[str, np.ndarray]:
+    """The four official arrays, read from root (run `prepare` first); memory-mapped with mmap=True (`read_idx`)."""
     root = Path(root) if root is not None else default_root()
     missing = [n for n in FILES if not (raw_dir(root) / n).exists()]
     if missing:
         raise DataError(f"MNIST not found in {raw_dir(root)} (missing {', '.join(missing)}); "
                         f"run `python -m data.mnist --root {root}` first")
-    return {n: read_idx(raw_dir(root) / n) for n in FILES}
+    return {n: read_idx(raw_dir(root) / n, mmap) for n in FILES}
 
 
 def load_mnist(root: Path | str | None = None, split: str = "classic") -> MnistSplits:

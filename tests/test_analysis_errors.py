@@ -1,5 +1,5 @@
-"""analysis.errors against hand-computed cases and plain loops (it is built on sklearn and scipy, so those are
-not references here), and on the real fixture run's files read with numpy and the raw MNIST labels."""
+"""analysis.errors against hand-computed cases, plain loops and scikit-learn / scipy (it is numpy only), and on
+the real fixture run's files read with numpy and the raw MNIST labels."""
 from __future__ import annotations
 
 import numpy as np
@@ -242,3 +242,21 @@ def test_nothing_is_memoised_a_rewritten_file_is_read_again(copy_run):
     runs.atomic_save_npz(runs.predictions_path(run, 1), foo=np.zeros(1))
     with pytest.raises(runs.RunError, match="epoch_001.npz.*val_logits"):
         split_predictions(run, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_report_confusion_and_softmax_match_sklearn_and_scipy(seed):
+    """The numpy versions equal the libraries they replace (classes that never occur or are never predicted: 0)."""
+    import scipy.special
+    from sklearn.metrics import confusion_matrix as sk_confusion
+    from sklearn.metrics import precision_recall_fscore_support
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(0, 8, 300), rng.choice([0, 1, 2, 3, 5, 9], 300)
+    np.testing.assert_array_equal(confusion_matrix(y_true, y_pred), sk_confusion(y_true, y_pred, labels=LABELS))
+    want = precision_recall_fscore_support(y_true, y_pred, labels=LABELS, zero_division=0)
+    got = per_class_report(y_true, y_pred)
+    for column, expected in zip(["precision", "recall", "f1", "support"], want):
+        np.testing.assert_allclose(got[column].to_numpy(), expected, rtol=1e-12, atol=0)
+    logits = rng.normal(0, 20, (50, 10))
+    np.testing.assert_allclose(softmax(logits), scipy.special.softmax(logits.astype(np.float32), axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(softmax(logits, np.float64), scipy.special.softmax(logits, axis=1), rtol=1e-12)

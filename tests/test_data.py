@@ -60,6 +60,9 @@ def test_read_idx_matches_hand_encoding(tmp_path):
     a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     (tmp_path / "f").write_bytes(idx_bytes(a))
     assert np.array_equal(mnist.read_idx(tmp_path / "f"), a)
+    mapped = mnist.read_idx(tmp_path / "f", mmap=True)
+    assert np.array_equal(mapped, a) and type(mapped) is np.ndarray and type(mapped[[1, 0]]) is np.ndarray
+    assert not mapped.flags.writeable
     mnist.write_idx(tmp_path / "g", a)
     assert (tmp_path / "g").read_bytes() == idx_bytes(a)
 
@@ -70,10 +73,11 @@ def test_read_idx_matches_hand_encoding(tmp_path):
     (bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + b"abcd", "element type"),
     (b"\x00", "magic"),
 ])
-def test_read_idx_rejects_bad_files(tmp_path, payload, problem):
+@pytest.mark.parametrize("mmap", [False, True])
+def test_read_idx_rejects_bad_files(tmp_path, payload, problem, mmap):
     (tmp_path / "bad").write_bytes(payload)
     with pytest.raises(mnist.DataError, match=problem):
-        mnist.read_idx(tmp_path / "bad")
+        mnist.read_idx(tmp_path / "bad", mmap=mmap)
 
 
 def test_verify_reports_missing_and_wrong_md5(tmp_path, tiny):
