@@ -148,13 +148,19 @@ async def tour(browser, base_url: str, run_id: str, position: int, timeout: floa
 def nice_browsers(level: int = 19) -> None:
     """Give every thread of every Chromium process on this machine the lowest CPU priority (renderers forked
     later inherit it from the zygote): the server gets the cores first, as it would if, as in a class, the
-    browsers ran on the students' own machines and not on the server's two cores."""
+    browsers ran on the students' own machines and not on the server's two cores.
+
+    With the kernel's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled = 1, as here) a thread's
+    nice value counts only against threads of its own session; sessions share the CPU by their autogroup's nice
+    value. The server runs in a session of its own, so the browsers' autogroup (shared with this script, whose
+    clock does not matter: step times are read from the browsers' own clocks) is niced too."""
     for entry in os.listdir("/proc"):
         try:
             if entry.isdigit() and "chromium" in os.readlink(f"/proc/{entry}/exe"):
                 for task in os.listdir(f"/proc/{entry}/task"):
                     os.setpriority(os.PRIO_PROCESS, int(task), level)
-        except OSError:   # gone, or not ours
+                Path(f"/proc/{entry}/autogroup").write_text(str(level))
+        except OSError:   # gone, not ours, or no autogroup scheduling
             continue
 
 

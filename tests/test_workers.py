@@ -220,3 +220,50 @@ def test_a_worker_gets_the_layers_the_server_found_and_does_not_trace_again(pool
     found = layers_of(net)
     assert workers.run(layers_known, net) is True
     assert known_layers(private_copy(net)) == found          # a private copy has the same layers, untraced
+
+
+SERVER_ONLY_NEEDS_NOT = ("captum", "matplotlib", "scipy", "skimage", "sklearn", "cleanlab")
+
+
+def server_imports() -> set[str]:
+    """The modules dashboard/app.py and its pages import (app.py's SERVER_LIFETIME_MODULES included)."""
+    import ast
+    from pathlib import Path
+    dashboard = Path(workers.__file__).resolve().parent
+    names = {"dashboard.cache", "dashboard.state", "dashboard.ui", "dashboard.mode"}
+    for path in [dashboard / "app.py", *sorted((dashboard / "app_pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SERVER_LIFETIME_MODULES":
+                names |= set(ast.literal_eval(node.value))
+    # the drawing canvas registers a Streamlit component when imported (only possible inside a running app)
+    return {n for n in names if n.split(".")[0] not in ("__future__", "streamlit_drawable_canvas")}
+
+
+def test_the_server_imports_none_of_what_only_workers_need():
+    """The dashboard's server leaves maps, sanity checks and label issues to the workers (whose fork server
+    preloads those libraries): importing every module its pages import loads none of them (about 100 MB)."""
+    import subprocess
+    import sys
+    code = f"""
+import importlib, sys
+sys.path.insert(0, {str(workers_root())!r})
+for name in {sorted(server_imports())!r}:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        pass                                      # `from package import name` where name is not a module
+print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}} & set({SERVER_ONLY_NEEDS_NOT!r}))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "analysis.attributions" in server_imports() and "dashboard.why" in server_imports()
+    assert out.stdout.strip() == "", f"the server would import {out.stdout.strip()}"
+
+
+def workers_root():
+    from pathlib import Path
+    return Path(workers.__file__).resolve().parent.parent
