@@ -58,9 +58,10 @@ WORKER_NICE = 10  # workers' CPU priority below the server's (0): the server's l
 _POLL_S = 0.2    # how often a waiting visitor's queue message is refreshed
 _QUIET_S = 0.1   # jobs done within this show no message at all
 # modules the fork server imports once, so that every worker shares their pages (not "__main__", its default)
+# (the analysis modules import the last five only inside the functions that need them: the server imports the
+# analysis modules too, for their tables of methods and kinds, and needs them only for jobs run inline: see submit)
 PRELOAD = ["torch", "dashboard.jobs", "analysis.attributions", "analysis.trust", "analysis.counterfactual",
-           "captum.attr", "captum.metrics", "scipy.ndimage", "scipy.stats", "skimage.metrics"]   # (those import
-# the last five only where a job needs them, so that the server, which imports them too, does not load them)
+           "captum.attr", "captum.metrics", "scipy.ndimage", "scipy.stats", "skimage.metrics"]
 _idle_timer: threading.Timer | None = None
 # settings a job reads from the environment: sent with every job, since a worker may predate them
 _ENV_KEYS = ("DIGIT_LENS_CACHE", "DIGIT_LENS_RUNS", "DIGIT_LENS_DATA", "DIGIT_LENS_READ_ONLY")
