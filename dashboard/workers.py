@@ -20,8 +20,8 @@ server that has imported torch, dashboard.jobs and the analysis modules its jobs
 pages are shared by every worker, not copied), and use one torch thread each (the pool is the
 parallelism). They keep no models: each job receives the dashboard's cached model, whose weights travel
 through shared memory, and after each job a worker hands its freed memory back to the system. A pool
-with no job for IDLE_S seconds ($DIGIT_LENS_WORKER_IDLE_S) stops its workers; the next job starts
-them again (about a second).
+with no job for IDLE_S seconds ($DIGIT_LENS_WORKER_IDLE_S) stops its workers and the fork server they
+come from; the next job starts them again (about 3 s).
 
 Order: the visitor who asked first is served first. A page makes its heavy calls one after another (a new
 example on Attributions: three maps, then three sanity and three deletion checks), so a plain first-in,
@@ -36,6 +36,7 @@ import contextlib
 import functools
 import heapq
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 import threading
@@ -282,6 +283,22 @@ def _stop_if_idle(next_then: int) -> None:
             return
         idle, _pool = _pool, None
     idle.shutdown(wait=True)
+    _stop_fork_server()
+
+
+def fork_server_pid() -> int | None:
+    """The pid of multiprocessing's fork server, or None when it is not running."""
+    return getattr(getattr(multiprocessing.forkserver, "_forkserver", None), "_forkserver_pid", None)
+
+
+def _stop_fork_server() -> None:
+    """Stop multiprocessing's fork server as well: once no worker shares its pages it holds torch and the analysis
+    libraries alone (about 300 MB). The next pool starts it again (a few seconds: it imports them anew).
+
+    Uses ForkServer._stop, private (CPython's own tests call it); without it the fork server simply stays."""
+    stop = getattr(getattr(multiprocessing.forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        stop()
 
 
 def run(fn: Callable, *args: Any, waiting: Any = None) -> Any:

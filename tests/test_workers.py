@@ -141,8 +141,13 @@ def test_idle_workers_stop_and_the_next_job_starts_them_again(pool_of, monkeypat
         time.sleep(0.1)
     assert workers._pool is None, "the idle pool was not stopped"
     assert not alive(first_pid), "the idle worker process did not exit"
-    second_pid = workers.run(busy, 0.01)[0]                  # a new worker, same results
+    server = workers.fork_server_pid()
+    while server is not None and alive(server) and time.time() < deadline:
+        time.sleep(0.1)
+    assert server is None or not alive(server), "the fork server outlived its workers (it holds torch alone)"
+    second_pid = workers.run(busy, 0.01)[0]                  # a new worker (and fork server), same results
     assert second_pid not in (first_pid, os.getpid())
+    assert workers.fork_server_pid() is not None and alive(workers.fork_server_pid())
 
 
 def test_a_job_keeps_the_pool_from_stopping_while_it_runs(pool_of, monkeypatch):
