@@ -283,7 +283,9 @@ def _stop_if_idle(next_then: int) -> None:
             return
         idle, _pool = _pool, None
     idle.shutdown(wait=True)
-    _stop_fork_server()
+    with _lock:
+        if _pool is None:     # no job came meanwhile (a new pool starts its workers under this lock)
+            _stop_fork_server()
 
 
 def fork_server_pid() -> int | None:
