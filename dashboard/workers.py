@@ -288,9 +288,14 @@ def _stop_if_idle(next_then: int) -> None:
             _stop_fork_server()
 
 
+def _fork_server() -> Any:
+    """multiprocessing's fork server object (one per process; private, so None if a Python lacks it)."""
+    return getattr(multiprocessing.forkserver, "_forkserver", None)
+
+
 def fork_server_pid() -> int | None:
     """The pid of multiprocessing's fork server, or None when it is not running."""
-    return getattr(getattr(multiprocessing.forkserver, "_forkserver", None), "_forkserver_pid", None)
+    return getattr(_fork_server(), "_forkserver_pid", None)
 
 
 def _stop_fork_server() -> None:
@@ -298,7 +303,7 @@ def _stop_fork_server() -> None:
     libraries alone (about 300 MB). The next pool starts it again (a few seconds: it imports them anew).
 
     Uses ForkServer._stop, private (CPython's own tests call it); without it the fork server simply stays."""
-    stop = getattr(getattr(multiprocessing.forkserver, "_forkserver", None), "_stop", None)
+    stop = getattr(_fork_server(), "_stop", None)
     if stop is not None:
         stop()
 

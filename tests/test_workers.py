@@ -233,10 +233,10 @@ SERVER_ONLY_NEEDS_NOT = ("captum", "matplotlib", "scipy", "skimage", "sklearn", 
 def server_imports() -> set[str]:
     """The modules dashboard/app.py and its pages import (app.py's SERVER_LIFETIME_MODULES included)."""
     import ast
-    from pathlib import Path
-    dashboard = Path(workers.__file__).resolve().parent
-    names = {"dashboard.cache", "dashboard.state", "dashboard.ui", "dashboard.mode"}
-    for path in [dashboard / "app.py", *sorted((dashboard / "app_pages").glob("*.py"))]:
+
+    from tests.browser_util import ROOT
+    names: set[str] = set()
+    for path in [ROOT / "dashboard" / "app.py", *sorted((ROOT / "dashboard" / "app_pages").glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
@@ -253,10 +253,13 @@ def test_the_server_imports_none_of_what_only_workers_need():
     preloads those libraries): importing every module its pages import loads none of them (about 100 MB)."""
     import subprocess
     import sys
+
+    from tests.browser_util import ROOT
+    names = server_imports()
     code = f"""
 import importlib, sys
-sys.path.insert(0, {str(workers_root())!r})
-for name in {sorted(server_imports())!r}:
+sys.path.insert(0, {str(ROOT)!r})
+for name in {sorted(names)!r}:
     try:
         importlib.import_module(name)
     except ModuleNotFoundError:
@@ -265,10 +268,5 @@ print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}} & set({SERVER_ONL
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "analysis.attributions" in server_imports() and "dashboard.why" in server_imports()
+    assert "analysis.attributions" in names and "dashboard.why" in names
     assert out.stdout.strip() == "", f"the server would import {out.stdout.strip()}"
-
-
-def workers_root():
-    from pathlib import Path
-    return Path(workers.__file__).resolve().parent.parent
