@@ -489,12 +489,12 @@ def load_optimizer_state(run_dir: Path | str, epoch: int | None = None) -> dict[
                     saved = (f.metadata() or {}).get("epoch")
                 if epoch is None or saved is None or int(saved) == epoch:
                     return load_file(str(path))
-            except FileNotFoundError:
+            except Exception as e:  # safetensors and torch's file mapping raise their own errors, not OSError
+                if path.exists():
+                    raise RunError(path, f"corrupt optimizer state ({type(e).__name__}: {e})") from e
                 if last_look:
                     raise RunError(path, "vanished while being read twice: is a trainer still writing this run?")
                 break
-            except Exception as e:  # safetensors raises its own errors for garbage headers
-                raise RunError(path, f"corrupt optimizer state ({type(e).__name__}: {e})") from e
         else:
             return None
     return None

@@ -248,9 +248,12 @@ def test_resume_and_listing_stay_inside_the_runs_folder(tmp_path, copy_run, caps
     assert runs.resolve_run(outside.parent, str(outside)) == outside.resolve()         # a path inside
 
 
-def test_optimizer_state_read_while_the_trainer_commits_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("midway", [False, True])
+def test_optimizer_state_read_while_the_trainer_commits_it(tmp_path, monkeypatch, midway):
     """The trainer renames optimizer.next over optimizer.safetensors when an epoch commits; a reader that
-    looked just before the rename finds the state under the other name (seen by the polling fault test)."""
+    looked just before the rename finds the state under the other name (seen by the polling fault test).
+    The rename may land before the file is opened (FileNotFoundError) or midway through opening it, after
+    safetensors opened it and before torch maps it by name again: torch then raises a RuntimeError (CI saw it)."""
     run = tmp_path / "run"
     runs.atomic_save_safetensors(runs.optimizer_path(run), {"m": torch.zeros(2)}, {"epoch": "1"})
     nxt = runs.optimizer_path(run).with_name("optimizer.next.safetensors")
@@ -261,7 +264,18 @@ def test_optimizer_state_read_while_the_trainer_commits_it(tmp_path, monkeypatch
         if path == str(nxt) and not renamed:
             os.replace(nxt, runs.optimizer_path(run))
             renamed.append(True)
+            if midway:                                  # torch's own words when it maps a vanished file
+                raise RuntimeError(f"unable to open file <{path}> in read-only mode: No such file or directory (2)")
         return real(path, *args, **kwargs)
     monkeypatch.setattr(runs, "safe_open", rename_first)
     state = runs.load_optimizer_state(run, epoch=2)
     assert renamed and torch.equal(state["m"], torch.ones(2))
+
+
+def test_corrupt_optimizer_state_is_still_called_corrupt(tmp_path):
+    """Only a file that is gone counts as moved by the trainer; a garbage file that is still there is an error."""
+    run = tmp_path / "run"
+    runs.optimizer_path(run).parent.mkdir(parents=True)
+    runs.optimizer_path(run).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(runs.RunError, match="corrupt optimizer state"):
+        runs.load_optimizer_state(run)
