@@ -11,7 +11,8 @@ A run is a folder `<runs-dir>/<run-id>/` of plain files:
     checkpoints/optimizer.next.safetensors  an epoch's optimizer state until its metrics row commits it
     predictions/epoch_NNN.npz           val/test logits and per-training-example dynamics
     cache/                              slow analysis results, one file per key (written by analysis)
-Every file is written atomically (temporary name, then rename).
+Every file is written atomically (temporary name, then rename). status.json is written before config.json,
+so every folder with a config.json has a status.json.
 """
 from __future__ import annotations
 
@@ -182,6 +183,9 @@ class RunWriter:
                 raise RunError(self.dir, "run folder exists already; pick another --name or use --resume")
             self.config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
             self.metrics, self.steps = [], []
+            # status first: a folder with config.json (a run, to every reader) always has status.json, even when
+            # this process is killed between the two writes
+            self.set_status("running")
             atomic_write_json(self.dir / CONFIG_FILE, config.to_dict() if isinstance(config, RunConfig) else config)
         self.last_beat = 0.0
 

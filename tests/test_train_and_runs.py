@@ -116,6 +116,28 @@ def test_killed_process_is_reported_interrupted(tmp_path):
     assert runs.load_status(tmp_path / "r")["state"] == "interrupted"
 
 
+def test_a_run_killed_while_it_is_created_reads_as_interrupted(tmp_path, monkeypatch):
+    """A trainer killed between a new run's first two files: the folder is either no run at all (no config.json,
+    not listed) or a run whose status reads (CI once killed one right after config.json, before status.json)."""
+    real = runs.atomic_write_json
+
+    def killed_at_config(path, obj):
+        if path.name == runs.CONFIG_FILE:
+            raise KeyboardInterrupt                      # the folder stays as a SIGKILL here would leave it
+        real(path, obj)
+    monkeypatch.setattr(runs, "atomic_write_json", killed_at_config)
+    with pytest.raises(KeyboardInterrupt):
+        runs.RunWriter(tmp_path / "r", {"name": "r"})
+    monkeypatch.undo()
+    assert runs.list_runs(tmp_path) == []                # no config.json: not a run yet
+    runs.atomic_write_json(tmp_path / "r" / runs.CONFIG_FILE, {"name": "r"})   # had the kill come just after it
+    status = json.loads((tmp_path / "r" / runs.STATUS_FILE).read_text())
+    status["pid"] = 2 ** 22 + 12345                      # the killed process
+    (tmp_path / "r" / runs.STATUS_FILE).write_text(json.dumps(status))
+    assert runs.load_status(tmp_path / "r")["state"] == "interrupted"
+    assert [r.state for r in runs.list_runs(tmp_path)] == ["interrupted"]
+
+
 @pytest.mark.parametrize("damage, match", [
     (lambda r: runs.checkpoint_path(r, 3).write_bytes(b"\x00garbage"), "epoch_003.safetensors"),
     (lambda r: runs.predictions_path(r, 3).write_bytes(runs.predictions_path(r, 3).read_bytes()[:100]),
