@@ -75,6 +75,10 @@ try:
     with ui.page_guard(page.title):
         page.run()
 finally:
+    # Measured with tests/test_memory.py's tour (5 runs x 10 epochs, one session): the server tree's PSS saw-toothed
+    # between ~0.94 and 1.29 GB (peaks on the epoch-dependent pages); giving the heap back after each run keeps it
+    # at 0.94-1.04 GB, at 0.6 ms a run (median; 40 ms at worst).
+    workers.give_back_heap()
     if TIMING_LOG:
         with open(TIMING_LOG, "a") as log:
             log.write(json.dumps({"page": page.title, "start": started, "seconds": time.time() - started}) + "\n")

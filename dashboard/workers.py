@@ -91,15 +91,21 @@ def _init_worker() -> None:
     gc.freeze()   # what the fork server imported: never walked by collections, so never copied into this worker
 
 
-def _release_memory() -> None:
-    """In a worker, after a job: collect its garbage and give freed heap back to the system (glibc keeps it)."""
+def give_back_heap() -> None:
+    """Return the heap's free pages to the system: glibc keeps what a process freed for its next allocations, so
+    without this a process's memory stays at its highest point (the server calls it after every script run)."""
     import ctypes
-    import gc
-    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):   # not glibc
         pass
+
+
+def _release_memory() -> None:
+    """In a worker, after a job: collect its garbage and give freed heap back to the system."""
+    import gc
+    gc.collect()
+    give_back_heap()
 
 
 def _warm(seconds: float) -> None:
