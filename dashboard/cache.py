@@ -97,9 +97,10 @@ def prediction_epochs(run_dir: Path | str) -> list[int]:
     return runs.prediction_epochs(Path(run_dir))
 
 
-# 4 models: a page and its compare-with epoch, with room to switch; each seed model holds 30 MB of weights
-# (measured: 16 kept the floor of a 5-run tour 210 MB higher)
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+# 2 models: a page's epoch and its compare-with epoch; each seed model holds 30 MB of weights, and another (run,
+# epoch) reloads in 50-110 ms. Measured with tests/test_memory.py's 5-run tour: 16 kept its floor 210 MB higher
+# than 4; 2 instead of 4 lowered its second pass's median 924 -> 865 MB and peak 1009 -> 922 MB, in as long (95 s).
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
 def load_model(run_dir: str, epoch: int) -> "torch.nn.Module":
     """The model at (run, epoch): one shared, read-only object. Never train or modify it.
 
