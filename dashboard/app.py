@@ -75,9 +75,9 @@ try:
     with ui.page_guard(page.title):
         page.run()
 finally:
-    # Measured with tests/test_memory.py's tour (5 runs x 10 epochs, one session): the server tree's PSS saw-toothed
-    # between ~0.94 and 1.29 GB (peaks on the epoch-dependent pages); giving the heap back after each run keeps it
-    # at 0.94-1.04 GB, at 0.6 ms a run (median; 40 ms at worst).
+    # Measured with tests/test_memory.py's tour (5 runs x 10 epochs, one session): without this the server tree's
+    # PSS saw-toothed 170-270 MB above its median (up to 1.21-1.29 GB, on the epoch-dependent pages); with it, peaks
+    # stay within 85-93 MB of the median, at 0.6 ms a run (median; 40 ms at worst).
     workers.give_back_heap()
     if TIMING_LOG:
         with open(TIMING_LOG, "a") as log:
