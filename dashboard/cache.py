@@ -803,7 +803,11 @@ def influence_passes(run_dir: str | Path):
 @st.cache_data(show_spinner="Scoring the training images…", max_entries=256)
 def _influence(run_dir: str, epoch: int, image: np.ndarray, target: int | None, k: int, key: tuple) -> dict:
     from analysis.influence import influence as tracin
-    return tracin(run_dir, image, target, epoch, k, passes=influence_passes(run_dir), load_model=load_model)
+
+    def checkpoint(run: str, e: int) -> "torch.nn.Module":
+        """The page's own epoch from the shared models; the others read once, so the sweep evicts none of them."""
+        return load_model(run, e) if e == epoch else runs.load_model(Path(run), e)
+    return tracin(run_dir, image, target, epoch, k, passes=influence_passes(run_dir), load_model=checkpoint)
 
 
 def influence(run_dir: str | Path, epoch: int, image: np.ndarray, target: int | None = None, k: int = 8) -> dict:
