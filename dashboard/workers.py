@@ -91,14 +91,22 @@ def _init_worker() -> None:
     gc.freeze()   # what the fork server imported: never walked by collections, so never copied into this worker
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once per process (None when this is not glibc)."""
+    import ctypes
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def give_back_heap() -> None:
     """Return the heap's free pages to the system: glibc keeps what a process freed for its next allocations, so
     without this a process's memory stays at its highest point (the server calls it after every script run)."""
-    import ctypes
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):   # not glibc
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _release_memory() -> None:
