@@ -16,6 +16,7 @@ in dashboard.workers' process pool, shared by every session, at most one job per
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -178,16 +179,19 @@ def data_root() -> Path:
     return mnist.default_root()
 
 
-def split_images(run_dir: str, split: str) -> np.ndarray:
-    """uint8 images (N,28,28) of a run's val or test predictions, in the order of the saved arrays.
+def split_images(run_dir: str, split: str, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+    """uint8 images (k,28,28) at these positions of a run's val or test predictions (the rows of the saved arrays).
 
-    Uses the `<split>_index` saved with the last epoch's predictions and the run's data protocol.
+    Uses the `<split>_index` saved with the last epoch's predictions and the run's data protocol. Reads only those
+    rows: a page's globals outlive its run (its widgets' callbacks hold them), and a whole split held that way cost
+    every session 8 MB of the server (tests/test_memory.py's per-session check).
     """
     epochs = prediction_epochs(run_dir)
     if not epochs:
         raise runs.RunError(runs.predictions_dir(run_dir), "no predictions saved")
     _, _, index = split_predictions(run_dir, epochs[-1], split)
-    return official_images(load_config(str(run_dir)).data.official_file(split), index)
+    return official_images(load_config(str(run_dir)).data.official_file(split),
+                           index[np.asarray(positions, dtype=np.int64)])
 
 
 # ---- part 1: runs, curves, overfitting, data, confusion ----

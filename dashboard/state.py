@@ -245,6 +245,6 @@ def example_picker(sel: Selection, prefix: str, where=None, epoch: int | None = 
                                    args=(index_key, EXAMPLE_INDEX),
                                    help="Position in the split. Every page that shows an example shows this one."))
     cfg = cache.load_config(run_dir)
-    image = cache.split_images(run_dir, split)[index]
+    image = cache.split_images(run_dir, split, [index])[0]
     sync_url()
     return Example(split, index, cfg.data.official_file(split), int(official[index]), int(labels[index]), image)

@@ -85,8 +85,7 @@ def split_gallery(run_dir: str, split: str, positions: np.ndarray, captions: lis
     if not len(positions):
         st.caption("Nothing to show.")
         return
-    images = cache.split_images(run_dir, split)
-    ui.digit_grid([images[int(p)] for p in positions], captions, columns, size)
+    ui.digit_grid(list(cache.split_images(run_dir, split, positions)), captions, columns, size)
 
 
 # ----------------------------------------------------------------------------- training images behind this

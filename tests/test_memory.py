@@ -20,29 +20,36 @@ applies the link), then
 That is 5 × (1 + 3 × 10 + 4) = 175 script runs a pass. The first pass fills the caches; the second
 finds them all filled, so whatever it adds is growth that would go on with every visitor.
 
-The test fails if the floor of the tree's PSS in the second pass (its lowest value over the pass's last third,
+The tour test fails if the floor of the tree's PSS in the second pass (its lowest value over the pass's last third,
 where the saw-tooth of garbage collections comes back to) is more than TOLERANCE_MB above the first pass's, or if
 the second pass peaks more than SAWTOOTH_MB above its own median (a saw-tooth above the steady level); the
 message gives the peak, median (steady) and floor PSS of both passes, and the peak of RSS summed over the tree.
+
+A class is thirty sessions at once, so what one session keeps between its runs counts thirty times
+(`test_a_session_keeps_only_the_images_it_shows`, AppTest, no browser).
 """
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 
+from model import train
+from tests.apptest_util import ok, open_app
 from tests.browser_util import (CLICK_NAV_JS, ROOT, RssSampler, app_errors, browser_missing, launch_chromium,
                                 nav_titles, new_page, open_page, server_pid, streamlit_server)
 
 MISSING = browser_missing()
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(MISSING is not None, reason=f"real-browser test: {MISSING}")]
 
 N_RUNS, N_EPOCHS = 5, 10
 # small runs: 256 training and 200 validation/test examples, 4 steps an epoch (about 15 s a run on one core)
@@ -144,6 +151,8 @@ def memory_runs(tmp_path_factory, mnist_root) -> tuple[Path, list[str]]:
     return d, train_runs(d)
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(MISSING is not None, reason=f"real-browser test: {MISSING}")
 def test_memory_stops_growing_after_one_tour(memory_runs, tmp_path):
     from playwright.sync_api import sync_playwright
     runs_dir, run_ids = memory_runs
@@ -185,3 +194,57 @@ def test_memory_stops_growing_after_one_tour(memory_runs, tmp_path):
 def _floor(sampler: RssSampler, t0: float, t1: float) -> float:
     """The lowest PSS (MB) in the last third of [t0, t1]: where the saw-tooth comes back to after collections."""
     return min(sampler.between(t0 + (t1 - t0) * 2 / 3, t1))
+
+
+# ----------------------------------------------------------------------------- what one session keeps
+
+# A session keeps what its pages' scripts left in their globals: its widgets' format functions and callbacks hold
+# them, and Streamlit keeps those after the session has moved on to another page, and keeps a closed tab's session
+# for two minutes (server.disconnectedSessionTTL). Before, the pages read a whole split's images to show a few, and
+# the example every page shares was a view into that array: on the 10-epoch seed run (10,000 test images, 7.8 MB),
+# 12 sessions touring Runs, Attributions, Confusion, Kernels and Runs again grew the server tree by 9.5 MB a
+# session; reading only the images shown, by 1.6 MB. Here, with BIG_SPLIT images: 7.6 MB a session before, 1.7 now.
+BIG_SPLIT = 8000          # validation (and test) images of the run: 6.3 MB of pixels per split
+SESSIONS = 3
+
+
+@pytest.fixture(scope="module")
+def big_split_runs(tmp_path_factory, mnist_root) -> Path:
+    """A runs folder with one 1-epoch run whose validation and test splits have BIG_SPLIT images each."""
+    d = tmp_path_factory.mktemp("big_split")
+    assert train.main(["--epochs", "1", "--subset", "256", "--eval-subset", str(BIG_SPLIT), "--batch-size", "64",
+                       "--seed", "0", "--runs-dir", str(d), "--name", "big"]) == 0
+    return d
+
+
+def test_a_session_keeps_only_the_images_it_shows(big_split_runs, monkeypatch):
+    def visit():
+        """One new session touring the pages that show images of the split; kept alive, as the server keeps it."""
+        at = open_app(monkeypatch, big_split_runs, "attributions")
+        for page in ("confusion", "filters", "runs"):
+            at.switch_page(f"app_pages/{page}.py").run()
+            ok(at)
+        return at
+
+    visit()                        # fills the caches every session shares (model, predictions, figures)
+    gc.collect()
+    tracemalloc.start()            # numpy reports its arrays' buffers to tracemalloc
+    try:
+        sessions = [visit() for _ in range(SESSIONS)]
+        gc.collect()
+        per_session = tracemalloc.get_traced_memory()[0] / len(sessions)
+    finally:
+        tracemalloc.stop()
+    split = BIG_SPLIT * 28 * 28
+    print(f"each session keeps {per_session / 2**20:.2f} MB; the split's images are {split / 2**20:.2f} MB")
+    assert per_session < split / 2, (
+        f"each session keeps {per_session / 2**20:.1f} MB after its tour, against {split / 2**20:.1f} MB of images "
+        f"in the split: a page holds the whole split's images (30 students would hold 30 copies)")
+
+
+def test_session_memory_bench_leaves_out_the_workers_stopping():
+    """bench/session_memory.py's MB per session: the slope after the first session and after the last big drop."""
+    from bench.session_memory import per_session_mb
+    assert per_session_mb([700, 702, 704, 706]) == pytest.approx(2.0)             # session 1 (the caches) left out
+    assert per_session_mb([700, 710, 720, 730, 390, 400, 410]) == pytest.approx(10.0)   # workers stopped after 4
+    assert np.isnan(per_session_mb([700, 710]))

@@ -113,9 +113,8 @@ if finder.open:
             st.caption("No example matches these filters.")
         else:
             st.caption(f"{len(candidates)} matching examples (predictions of epoch {pred_epoch}).")
-            images_all = cache.split_images(run_dir, split)
             first = candidates[:8]
-            ui.digit_grid([images_all[i] for i in first],
+            ui.digit_grid(list(cache.split_images(run_dir, split, first)),
                           [f"{split} #{i}: {labels[i]}→{predicted[i]} ({probs[i].max():.2f})" for i in first],
                           columns=8, size=56)
             # the labels name the example and its prediction at this epoch: the key carries everything they

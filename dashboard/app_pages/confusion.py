@@ -75,15 +75,6 @@ pred = probs.argmax(1)
 cm = cache.confusion(run_dir, epoch, split)
 
 
-def images_of(split_name: str) -> np.ndarray | None:
-    """The split's images in prediction order, or None (with an st.error) if they cannot be read."""
-    try:
-        return cache.split_images(run_dir, split_name)
-    except RunError as e:
-        st.error(f"**The images cannot be looked up:** `{e.path}` could not be read.\n\n{e}")
-        return None
-
-
 def explain_link(position: int) -> None:
     """A link to the Attributions page for one example of this split."""
     st.page_link("app_pages/attributions.py", label="Explain", icon="🔥",
@@ -92,17 +83,19 @@ def explain_link(position: int) -> None:
 
 def gallery(positions: np.ndarray, captions: list[str], columns: int = 8, links: bool = True) -> None:
     """Digit images of this split (by position in the predictions) with captions and Explain links."""
-    imgs = images_of(split)
-    if imgs is None:
-        return
     if len(positions) == 0:
         st.caption("Nothing to show.")
         return
+    try:
+        imgs = cache.split_images(run_dir, split, positions)                     # (k,28,28)
+    except RunError as e:
+        st.error(f"**The images cannot be looked up:** `{e.path}` could not be read.\n\n{e}")
+        return
     for start in range(0, len(positions), columns):
         row = slice(start, start + columns)
-        for col, pos, cap in zip(st.columns(columns), positions[row], captions[row]):
+        for col, pos, img, cap in zip(st.columns(columns), positions[row], imgs[row], captions[row]):
             with col:
-                st.image(ui.digit(imgs[pos], 112), caption=cap)   # ≥ the column: all images equally wide
+                st.image(ui.digit(img, 112), caption=cap)   # ≥ the column: all images equally wide
                 if links:
                     explain_link(int(pos))
 
