@@ -52,6 +52,7 @@ bench: data
 	$(PY) bench/attribution_page.py
 	$(PY) bench/why_speed.py
 	$(PY) bench/load_test.py --sessions 1 4
+	$(PY) bench/session_memory.py
 
 # constraints.txt: the exact versions of the working venv (pip freeze without digit-lens itself; torch without its
 # local label, so that torch==2.13.0 matches the CPU build 2.13.0+cpu here and the PyPI build elsewhere).
