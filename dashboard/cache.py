@@ -183,8 +183,9 @@ def split_images(run_dir: str, split: str, positions: Sequence[int] | np.ndarray
     """uint8 images (k,28,28) at these positions of a run's val or test predictions (the rows of the saved arrays).
 
     Uses the `<split>_index` saved with the last epoch's predictions and the run's data protocol. Reads only those
-    rows: a page's globals outlive its run (its widgets' callbacks hold them), and a whole split held that way cost
-    every session 8 MB of the server (tests/test_memory.py's per-session check).
+    rows: a page's globals outlive its run (its widgets' format functions and callbacks hold them), and a whole
+    split held that way cost the server 10 MB per open session on a 10,000-image split (tests/test_memory.py checks
+    what a session keeps).
     """
     epochs = prediction_epochs(run_dir)
     if not epochs:

@@ -202,8 +202,9 @@ def _floor(sampler: RssSampler, t0: float, t1: float) -> float:
 # them, and Streamlit keeps those after the session has moved on to another page, and keeps a closed tab's session
 # for two minutes (server.disconnectedSessionTTL). Before, the pages read a whole split's images to show a few, and
 # the example every page shares was a view into that array: on the 10-epoch seed run (10,000 test images, 7.8 MB),
-# 12 sessions touring Runs, Attributions, Confusion, Kernels and Runs again grew the server tree by 9.5 MB a
-# session; reading only the images shown, by 1.6 MB. Here, with BIG_SPLIT images: 7.6 MB a session before, 1.7 now.
+# 12 sessions touring Runs, Attributions, Confusion, Kernels and Runs again grew the server tree by 10.1 MB a
+# session; reading only the images shown, by 1.8 MB (bench/session_memory.py). Here, with BIG_SPLIT images: 7.6 MB a
+# session before, 1.7 now.
 BIG_SPLIT = 8000          # validation (and test) images of the run: 6.3 MB of pixels per split
 SESSIONS = 3
 
