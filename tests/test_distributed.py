@@ -31,8 +31,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*argv: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def torchrun(tmp: Path, *argv: str) -> None:
+    """torchrun with 2 processes; its agent's temporary files (torchelastic_*) go to `tmp`, not the system's /tmp."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     out = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
                           "--master-port", str(free_port()), "-m", "model.train", *argv],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
@@ -42,9 +43,9 @@ def torchrun(*argv: str) -> None:
 def test_two_processes_with_resume_match_one_process(tmp_path, mnist_root):
     assert train.main(ARGS + ["--epochs", "2", "--runs-dir", str(tmp_path / "one"), "--name", "one"]) == 0
     (one,) = (tmp_path / "one").iterdir()
-    torchrun(*ARGS, "--epochs", "1", "--runs-dir", str(tmp_path / "ddp"), "--name", "ddp")
+    torchrun(tmp_path, *ARGS, "--epochs", "1", "--runs-dir", str(tmp_path / "ddp"), "--name", "ddp")
     (ddp,) = (tmp_path / "ddp").iterdir()
-    torchrun("--resume", str(ddp), "--epochs", "2",   # all ranks load epoch 1; rank 0 picks epoch 2
+    torchrun(tmp_path, "--resume", str(ddp), "--epochs", "2",   # all ranks load epoch 1; rank 0 picks epoch 2
              "--runs-dir", str(tmp_path / "ddp"))
 
     assert runs.load_status(ddp)["state"] == "completed"
