@@ -244,7 +244,7 @@ def example_picker(sel: Selection, prefix: str, where=None, epoch: int | None = 
     index = int(where.number_input(f"Example (0–{n - 1})", 0, n - 1, key=index_key, on_change=_copy_to_shared,
                                    args=(index_key, EXAMPLE_INDEX),
                                    help="Position in the split. Every page that shows an example shows this one."))
-    cfg = cache.load_config(run_dir)
-    image = cache.split_images(run_dir, split, [index])[0]
+    file, row = cache.load_config(run_dir).data.official_file(split), int(official[index])
+    image = cache.official_images(file, [row])[0]          # its row is known: no second read of the predictions
     sync_url()
-    return Example(split, index, cfg.data.official_file(split), int(official[index]), int(labels[index]), image)
+    return Example(split, index, file, row, int(labels[index]), image)
